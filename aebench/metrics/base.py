@@ -1,0 +1,161 @@
+"""The evaluation context shared by all metrics, and ``evaluate`` which runs a suite's metric list.
+
+A metric is a function ``metric(ctx, **settings) -> dict[str, value]``; scalar values go to the
+results table under ``"<metric>/<key>"``, lists (per-dimension variances, say) to the details.
+A metric that does not apply raises ``NotApplicable(reason)``; the reason is recorded, never a zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from aebench.data.base import ImageSet
+from aebench.models.base import Autoencoder, Encoding
+
+
+class NotApplicable(Exception):
+    """The metric does not apply to this model or dataset; the message says why."""
+
+
+NEEDS = {
+    "labels": lambda ctx: None if ctx.test.has_labels and ctx.train.has_labels else "the dataset has no labels",
+    "probabilistic": lambda ctx: None if ctx.model.probabilistic else "the encoder is deterministic",
+    "log_likelihood": lambda ctx: None if hasattr(ctx.model, "log_importance_weights")
+    else "the model defines no importance weights (log_importance_weights)",
+}
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+@dataclass
+class EvalContext:
+    """Everything a metric may look at, computed once and cached."""
+
+    model: Autoencoder
+    train: ImageSet
+    test: ImageSet
+    device: torch.device
+    seed: int = 0
+    samplers: tuple[str, ...] = ("prior",)
+    n_samples: int = 10_000
+    batch_size: int = 1000
+    cache_dir: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def generator(self, tag: str) -> torch.Generator:
+        """A CPU generator seeded by the job's seed and ``tag``: reruns draw the same numbers."""
+        digest = hashlib.sha256(f"{self.seed}:{tag}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+    def _batched(self, images: torch.Tensor, fn) -> list[torch.Tensor]:
+        out = []
+        for i in range(0, images.shape[0], self.batch_size):
+            x = images[i : i + self.batch_size].to(self.device).float().div_(255.0)
+            out.append(fn(x))
+        return out
+
+    @torch.no_grad()
+    def codes(self, split: str = "test") -> Encoding:
+        """Encodings of a split (posterior means and log-variances), float32 on the CPU."""
+        key = ("codes", split)
+        if key not in self._cache:
+            data = self.train if split == "train" else self.test
+            self.model.eval()
+            encs = self._batched(data.images, self.model.encode)
+            mean = torch.cat([e.mean.float().cpu() for e in encs])
+            logvar = None if encs[0].logvar is None else torch.cat([e.logvar.float().cpu() for e in encs])
+            self._cache[key] = Encoding(mean, logvar)
+        return self._cache[key]
+
+    @torch.no_grad()
+    def reconstructions(self, split: str = "test") -> torch.Tensor:
+        """uint8 reconstructions of a split, on the CPU."""
+        key = ("recon", split)
+        if key not in self._cache:
+            data = self.train if split == "train" else self.test
+            self.model.eval()
+            self._cache[key] = torch.cat([to_uint8(r).cpu() for r in self._batched(data.images, self.model.reconstruct)])
+        return self._cache[key]
+
+    def sampler(self, name: str):
+        """Registered sampler ``name``, fitted to the training codes."""
+        from aebench.registry import SAMPLERS
+
+        key = ("sampler", name)
+        if key not in self._cache:
+            self._cache[key] = SAMPLERS.get(name)().fit(self.codes("train").mean)
+        return self._cache[key]
+
+    @torch.no_grad()
+    def samples(self, sampler: str, n: int | None = None) -> torch.Tensor:
+        """n uint8 generated images (n_samples by default) from ``sampler``, on the CPU."""
+        n = n or self.n_samples
+        key = ("samples", sampler, n)
+        if key not in self._cache:
+            z = self.sampler(sampler).sample(n, self.generator(f"samples/{sampler}"))
+            self.model.eval()
+            out = []
+            for i in range(0, n, self.batch_size):
+                out.append(to_uint8(self.model.generate(z[i : i + self.batch_size].to(self.device))).cpu())
+            self._cache[key] = torch.cat(out)
+        return self._cache[key]
+
+
+def metric_settings(name: str) -> set[str]:
+    """The settings a registered metric accepts (its keyword arguments after ``ctx``)."""
+    from aebench.registry import METRICS
+
+    params = list(inspect.signature(METRICS.get(name)).parameters.values())[1:]
+    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _split_values(name: str, out: dict[str, Any], values: dict, details: dict) -> None:
+    for key, value in out.items():
+        full = f"{name}/{key}"
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.numel() > 1 else float(value)
+        if isinstance(value, (list, tuple, dict)):
+            details[full] = value
+        elif isinstance(value, bool) or value is None:
+            details[full] = value
+        else:
+            value = float(value)
+            values[full] = value if math.isfinite(value) else None
+            if not math.isfinite(value):
+                details.setdefault("non_finite", []).append(full)
+
+
+def evaluate(ctx: EvalContext, metrics: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Run each (metric, settings) pair; returns ``{"values", "details", "not_applicable", "seconds"}``."""
+    from aebench.registry import METRICS
+
+    values: dict[str, float | None] = {}
+    details: dict[str, Any] = {}
+    not_applicable: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    for name, settings in metrics:
+        meta = METRICS.meta(name)
+        reason = next((r for need in meta.get("needs", ()) if (r := NEEDS[need](ctx))), None)
+        if reason:
+            not_applicable[name] = reason
+            continue
+        t0 = time.perf_counter()
+        try:
+            out = METRICS.get(name)(ctx, **settings)
+        except NotApplicable as na:
+            not_applicable[name] = str(na)
+            continue
+        seconds[name] = time.perf_counter() - t0
+        _split_values(name, out, values, details)
+    return {"values": values, "details": details, "not_applicable": not_applicable, "seconds": seconds}

@@ -1,0 +1,68 @@
+"""The variational autoencoder (Kingma & Welling 2014) and what its relatives share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from aebench.errors import AebenchError
+from aebench.models.base import Autoencoder, Encoding, ModelConfig
+
+
+def gaussian_kl(enc: Encoding) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per sample and dimension, in closed form."""
+    return 0.5 * (enc.mean.pow(2) + enc.logvar.exp() - 1.0 - enc.logvar)
+
+
+def reparameterize(enc: Encoding, k: int | None = None) -> torch.Tensor:
+    """z = mean + std * eps; with ``k``, k samples per input, shaped (k, B, D)."""
+    std = enc.std
+    if k is None:
+        return enc.mean + std * torch.randn_like(std)
+    eps = torch.randn((k, *std.shape), device=std.device, dtype=std.dtype)
+    return enc.mean.unsqueeze(0) + std.unsqueeze(0) * eps
+
+
+def log_normal(z: torch.Tensor, mean: torch.Tensor | None = None, logvar: torch.Tensor | None = None) -> torch.Tensor:
+    """log N(z; mean, diag(exp(logvar))) summed over the last dimension (standard normal by default)."""
+    if mean is None:
+        return -0.5 * (z.pow(2) + math.log(2 * math.pi)).sum(-1)
+    return -0.5 * ((z - mean).pow(2) / logvar.exp() + logvar + math.log(2 * math.pi)).sum(-1)
+
+
+@dataclass
+class VAEConfig(ModelConfig):
+    beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.beta < 0:
+            raise AebenchError(f"beta must be >= 0, got {self.beta}")
+
+
+class VAE(Autoencoder):
+    """Variational AE: Gaussian encoder, reparameterisation, analytic KL to N(0, I)."""
+
+    Config = VAEConfig
+    probabilistic = True
+    stats_per_dim = 2
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        enc = self.encode(x)
+        z = reparameterize(enc)
+        rec = self.likelihood.nll(self.decode(z), x).mean()
+        kl = gaussian_kl(enc).sum(1).mean()
+        return {"loss": rec + self.config.beta * kl, "reconstruction": rec, "kl": kl}
+
+    @torch.no_grad()
+    def log_importance_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """log p(x, z_i) - log q(z_i | x) for k posterior samples per input, shaped (k, B).
+
+        logsumexp over k minus log k is the importance-sampled estimate of log p(x).
+        """
+        enc = self.encode(x)
+        z = reparameterize(enc, k)  # (k, B, D)
+        out = self.decode(z.flatten(0, 1))
+        log_px_z = -self.likelihood.nll(out, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
+        return log_px_z + log_normal(z) - log_normal(z, enc.mean, enc.logvar)

@@ -1,0 +1,1 @@
+"""The results store: job folders, atomic writes, done markers, results.csv."""

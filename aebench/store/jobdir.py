@@ -1,0 +1,155 @@
+"""One job's folder: ``results/<suite>/<job-id>/``.
+
+Files are written atomically and the ``done`` marker comes last, holding the sha256 of the files it
+vouches for. A folder whose marker is missing, unreadable or does not match its files is not done,
+so a rerun redoes it: nothing half-written is ever read as a result.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from aebench.errors import ResultsLocked
+from aebench.store.atomic import atomic_write_json, atomic_write_text
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+PROVENANCE = "provenance.json"
+CURVE = "curve.csv"
+CHECKPOINT = "checkpoint.pt"  # final weights
+RESUME = "resume.pt"  # last epoch's training state
+FAILED = "failed.json"
+DONE = "done"
+LOCK = ".lock"
+VOUCHED = (CONFIG, METRICS, PROVENANCE, CURVE)  # the done marker checks these
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class JobDir:
+    """Paths and state of one job's folder."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # -- state -----------------------------------------------------------------------------------------
+    def done_problem(self) -> str | None:
+        """None if the job is done and its files match the marker; else why it is not."""
+        marker = self.path / DONE
+        if not marker.exists():
+            return "not finished"
+        try:
+            vouched = json.loads(marker.read_text())["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"damaged done marker {marker}"
+        for name, digest in vouched.items():
+            f = self.path / name
+            if not f.exists():
+                return f"missing {f}"
+            if sha256_file(f) != digest:
+                return f"damaged {f} (checksum mismatch)"
+        return None
+
+    def is_done(self) -> bool:
+        return self.done_problem() is None
+
+    def status(self) -> str:
+        """'done', 'damaged', 'failed', 'running', 'pending' (no folder or unfinished)."""
+        if not self.path.exists():
+            return "pending"
+        problem = self.done_problem()
+        if problem is None:
+            return "done"
+        if problem != "not finished":
+            return "damaged"
+        if self.is_locked():
+            return "running"
+        if (self.path / FAILED).exists():
+            return "failed"
+        return "pending"
+
+    def read_json(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    # -- writing --------------------------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any) -> Path:
+        return atomic_write_json(self.path / name, obj)
+
+    def mark_done(self) -> None:
+        """Write the marker last: it vouches for every result file by its checksum."""
+        vouched = {n: sha256_file(self.path / n) for n in VOUCHED if (self.path / n).exists()}
+        atomic_write_text(self.path / DONE, json.dumps({"sha256": vouched}, indent=2, sort_keys=True) + "\n")
+        for stale in (FAILED, RESUME):
+            (self.path / stale).unlink(missing_ok=True)
+
+    def mark_failed(self, reason: str, details: dict[str, Any] | None = None) -> None:
+        self.write_json(FAILED, {"reason": reason, **(details or {})})
+
+    def reset(self) -> None:
+        """Forget a finished or damaged result before redoing the job (the resume state is kept)."""
+        for name in (DONE, FAILED, METRICS):
+            (self.path / name).unlink(missing_ok=True)
+
+    def wipe(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # -- locking --------------------------------------------------------------------------------------
+    def lock(self) -> None:
+        """Take this job's lock, or raise ``ResultsLocked`` if another process holds it.
+
+        ``flock`` locks vanish with their process, so a killed run never leaves a stale lock.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ResultsLocked(f"{self.path}: another aebench process is running this job") from None
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def is_locked(self) -> bool:
+        if self._lock_fd is not None:
+            return True
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
