@@ -1,0 +1,70 @@
+"""Shared fixtures: real MNIST from ../shared/data (skipped when absent), tiny suites, isolated registries."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("AEBENCH_DATA") or (REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def _has_mnist(root: Path) -> bool:
+    return (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The data root holding real MNIST; tests that need it skip with the reason when it is absent."""
+    if not _has_mnist(SHARED_DATA):
+        pytest.skip(f"real MNIST not found under {SHARED_DATA} (set AEBENCH_DATA or provide ../shared/data)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write a suite YAML file from text (dedented) and return its path."""
+
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        p = tmp_path / name
+        p.write_text(textwrap.dedent(text))
+        return p
+
+    return write
+
+
+TINY_SUITE = """\
+version: 1
+name: tiny
+datasets: [synthetic]
+latent_dim: 4
+backbone: {name: mlp, hidden: [32]}
+models: [ae, vae]
+seeds: [0]
+train: {epochs: 2, batch_size: 64}
+eval: {n_samples: 100, samplers: [prior, gaussian]}
+metrics: [recon]
+"""
+
+
+@pytest.fixture
+def tiny_suite(write_suite) -> Path:
+    """A suite that trains two models on the synthetic set in about a second."""
+    return write_suite(TINY_SUITE)
+
+
+@pytest.fixture
+def clean_registry():
+    """Undo registrations a test makes (plugins register into the global registries)."""
+    from aebench.registry import REGISTRIES
+
+    before = {k: set(r.names()) for k, r in REGISTRIES.items()}
+    yield
+    for k, r in REGISTRIES.items():
+        for name in set(r.names()) - before[k]:
+            r.unregister(name)
