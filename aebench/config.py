@@ -77,7 +77,9 @@ def from_dict(cls: type, values: Any, where: str) -> Any:
     kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
     try:
         return cls(**kwargs)
-    except SuiteError:
+    except SuiteError as e:  # raised by __post_init__ with the field name alone
+        if e.file is None and where and e.field and not e.field.startswith(where):
+            e.field = f"{where}.{e.field}"
         raise
     except AebenchError as e:
         raise SuiteError(None, where, str(e)) from None

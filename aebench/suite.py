@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,29 @@ def _grid_points(spec: ModelSpec) -> list[tuple[dict[str, Any], str]]:
 
 
 # -- reading ------------------------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str):
+    """Parse YAML as data only: no tags that construct objects."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """``yaml.safe_load`` of a file, with a one-line error naming the file and the line."""
     path = Path(path)
@@ -223,7 +247,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except (OSError, UnicodeDecodeError) as e:
         raise AebenchError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
     try:
-        return yaml.safe_load(text)
+        return safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
@@ -237,7 +261,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip():
         raise AebenchError(f"--set {text!r}: expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value

@@ -61,10 +61,14 @@ def tiny_suite(write_suite) -> Path:
 @pytest.fixture
 def clean_registry():
     """Undo registrations a test makes (plugins register into the global registries)."""
+    from aebench import plugins
     from aebench.registry import REGISTRIES
 
     before = {k: set(r.names()) for k, r in REGISTRIES.items()}
+    loaded = dict(plugins._loaded)
     yield
+    plugins._loaded.clear()
+    plugins._loaded.update(loaded)
     for k, r in REGISTRIES.items():
         for name in set(r.names()) - before[k]:
             r.unregister(name)

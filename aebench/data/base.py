@@ -64,8 +64,18 @@ class ImageSet:
         return x.float().div_(255.0)
 
 
+def cache_root() -> Path:
+    """Where aebench caches derived files: ``$AEBENCH_CACHE`` or ``~/.cache/aebench``.
+
+    Kept apart from the data root, which may be a shared, read-only folder.
+    """
+    return Path(os.environ.get("AEBENCH_CACHE") or "~/.cache/aebench").expanduser()
+
+
 def _cache_path(root: Path, name: str, split: str) -> Path:
-    return root / "aebench-cache" / f"{name}-{split}-v{CACHE_VERSION}.pt"
+    """The uint8 cache of a split, keyed by the data root too (two roots may hold different files)."""
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return cache_root() / "datasets" / f"{name}-{split}-{key}-v{CACHE_VERSION}.pt"
 
 
 def _checksum(images: torch.Tensor, labels: torch.Tensor | None) -> str:

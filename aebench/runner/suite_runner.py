@@ -28,8 +28,9 @@ def snapshot_suite(suite: Suite, run: RunSettings) -> None:
 
 
 def run_suite(suite: Suite, run: RunSettings, launcher=None, jobs: list[Job] | None = None,
-              out: TextIO = sys.stderr) -> list[Outcome]:
+              out: TextIO | None = None) -> list[Outcome]:
     """Run every job of ``suite`` not already done; returns every job's outcome."""
+    out = out or sys.stderr
     from aebench.registry import LAUNCHERS
     from aebench.store.jobdir import JobDir
     from aebench.store.table import write_results_csv
@@ -54,8 +55,9 @@ def run_suite(suite: Suite, run: RunSettings, launcher=None, jobs: list[Job] | N
     return outcomes
 
 
-def summarize(outcomes: list[Outcome], out: TextIO = sys.stderr) -> int:
+def summarize(outcomes: list[Outcome], out: TextIO | None = None) -> int:
     """Print what finished and what failed; the exit code: 0 if nothing failed, 1 otherwise."""
+    out = out or sys.stderr
     counts = Counter(o.status for o in outcomes)
     parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "locked", "submitted") if counts[s]]
     print(f"aebench: {', '.join(parts) or 'nothing to do'}", file=out)

@@ -1,0 +1,162 @@
+"""The runner end to end: results layout, skip and resume, failure isolation, real MNIST."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pandas as pd
+import pytest
+
+from aebench.cli import main
+from aebench.store.jobdir import JobDir
+
+LAYOUT = {"config.json", "metrics.json", "curve.csv", "checkpoint.pt", "provenance.json", "done",
+          "reconstructions.png", "samples-prior.png", "samples-gaussian.png", "samples-epoch-first.png",
+          "samples-epoch-last.png", "interpolation.png"}
+
+
+def _run(*args: str) -> int:
+    return main(["run", *args, "--no-progress"])
+
+
+def _metric_values(suite_dir):
+    out = {}
+    for d in sorted(p for p in suite_dir.iterdir() if p.is_dir()):
+        values = json.loads((d / "metrics.json").read_text())["values"]
+        out[d.name] = {k: v for k, v in values.items() if not k.startswith("cost/")}
+    return out
+
+
+def test_run_writes_the_results_layout(tiny_suite, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    suite_dir = results / "tiny"
+    job_dirs = sorted(p for p in suite_dir.iterdir() if p.is_dir())
+    assert len(job_dirs) == 2
+    for d in job_dirs:
+        assert LAYOUT <= {p.name for p in d.iterdir()}
+        cfg = json.loads((d / "config.json").read_text())
+        assert d.name.startswith(f"{cfg['model']}-synthetic-s0-")
+        prov = json.loads((d / "provenance.json").read_text())
+        assert {"versions", "git_commit", "device", "seed", "started", "finished", "wall_seconds"} <= set(prov)
+        curve = pd.read_csv(d / "curve.csv")
+        assert list(curve["epoch"]) == [1, 2] and "loss" in curve and "reconstruction" in curve
+        assert not (d / "resume.pt").exists()  # the epoch checkpoint goes once the job is done
+    table = pd.read_csv(suite_dir / "results.csv")
+    assert sorted(table["model"]) == ["ae", "vae"]
+    assert set(table["status"]) == {"done"}
+    assert (table["recon/mse"] > 0).all() and (table["recon/mse"] < 1).all()
+    assert (suite_dir / "suite.yaml").read_text() == tiny_suite.read_text()
+    assert "2 done" in capsys.readouterr().err
+
+
+def test_rerun_trains_nothing_and_a_missing_marker_reruns_that_job_alone(tiny_suite, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    suite_dir = results / "tiny"
+    before = _metric_values(suite_dir)
+    stamps = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in suite_dir.iterdir() if d.is_dir()}
+    capsys.readouterr()
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    assert "2 already done, 0 to run" in capsys.readouterr().err
+    assert stamps == {d.name: (d / "metrics.json").stat().st_mtime_ns for d in suite_dir.iterdir() if d.is_dir()}
+    victim = sorted(stamps)[0]
+    (suite_dir / victim / "done").unlink()
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    assert "1 already done, 1 to run" in capsys.readouterr().err
+    after = {d.name: (d / "metrics.json").stat().st_mtime_ns for d in suite_dir.iterdir() if d.is_dir()}
+    assert after[victim] != stamps[victim]
+    other = sorted(stamps)[1]
+    assert after[other] == stamps[other]
+    assert _metric_values(suite_dir) == before  # seeded: the rerun reproduces the result exactly
+
+
+def test_a_failing_job_is_recorded_and_the_others_go_on(write_suite, tmp_path, capsys, clean_registry):
+    (tmp_path / "nanplug.py").write_text(textwrap.dedent('''
+        import torch
+        from aebench import MODELS
+        from aebench.models.ae import AE
+
+        @MODELS.register("nan-ae", description="diverges at once")
+        class NanAE(AE):
+            def loss(self, x):
+                terms = super().loss(x)
+                bad = terms["loss"] * float("nan")
+                return {"loss": bad, "reconstruction": bad}
+    '''))
+    suite = write_suite(textwrap.dedent("""\
+        version: 1
+        name: mixed
+        plugins: [nanplug.py]
+        datasets: [synthetic]
+        latent_dim: 2
+        backbone: {name: mlp, hidden: [16]}
+        models: [nan-ae, ae]
+        train: {epochs: 1, batch_size: 64}
+        eval: {n_samples: 50}
+    """))
+    results = tmp_path / "results"
+    assert _run(str(suite), "--results", str(results)) == 1
+    err = capsys.readouterr().err
+    assert "1 done, 1 failed" in err
+    assert "FAILED nan-ae" in err and "became nan in epoch 1" in err
+    table = pd.read_csv(results / "mixed" / "results.csv").set_index("model")
+    assert table.loc["ae", "status"] == "done"
+    assert table.loc["nan-ae", "status"] == "failed"
+    assert "became nan" in table.loc["nan-ae", "reason"]
+
+
+def test_validate_command_and_user_errors_exit_2(tiny_suite, write_suite, capsys):
+    assert main(["validate", str(tiny_suite)]) == 0
+    assert "ok: suite 'tiny', 2 model entries, 1 dataset(s), 1 seed(s), 2 jobs" in capsys.readouterr().out
+    bad = write_suite(tiny_suite.read_text().replace("models: [ae, vae]", "models: [ae, vea]"), "bad.yaml")
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"aebench: error: {bad}: models[1].name: unknown model 'vea'; did you mean 'vae'")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_ls_lists_every_registry_with_descriptions(capsys):
+    for kind in ("models", "metrics", "datasets", "backbones", "samplers", "launchers"):
+        assert main(["ls", kind]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert lines and all(len(line.split(None, 1)) == 2 for line in lines), kind
+    main(["ls", "metrics"])
+    assert "lower is better" in capsys.readouterr().out
+
+
+def test_every_command_has_help_with_an_example(capsys):
+    for cmd in ("run", "validate", "ls", "status"):
+        with pytest.raises(SystemExit) as exit_:
+            main([cmd, "--help"])
+        assert exit_.value.code == 0
+        assert "example: aebench" in capsys.readouterr().out
+
+
+def test_end_to_end_on_real_mnist(mnist_root, write_suite, tmp_path):
+    suite = write_suite(textwrap.dedent("""\
+        version: 1
+        name: mnist-e2e
+        datasets: [mnist]
+        latent_dim: 8
+        backbone: {name: mlp, hidden: [128]}
+        models: [ae, vae]
+        train: {epochs: 3, batch_size: 64}
+        data: {train_limit: 6000, test_limit: 1000}
+        eval: {n_samples: 500}
+        metrics: [recon]
+    """))
+    results = tmp_path / "results"
+    assert _run(str(suite), "--results", str(results), "--data-root", str(mnist_root)) == 0
+    table = pd.read_csv(results / "mnist-e2e" / "results.csv").set_index("model")
+    # the reference: predicting every test digit by the mean training image
+    from aebench.data import load
+
+    train, test = load("mnist", "train", mnist_root), load("mnist", "test", mnist_root)
+    assert (len(train), len(test)) == (60_000, 10_000)
+    baseline = float((test.floats()[:1000] - train.floats()[:6000].mean(0)).pow(2).mean())
+    assert table.loc["ae", "recon/mse"] < 0.75 * baseline
+    assert table.loc["vae", "recon/mse"] < baseline
+    jd = JobDir(next((results / "mnist-e2e").glob("ae-mnist-s0-*")))
+    assert jd.is_done()
