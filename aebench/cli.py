@@ -11,13 +11,16 @@ import sys
 from pathlib import Path
 
 from aebench import __version__
-from aebench.errors import AebenchError
+from aebench.errors import AebenchError, ResultsUnwritable
 
 EXAMPLES = {
     "run": "example: aebench run suites/mnist.yaml --set train.epochs=1 --models ae,vae",
     "validate": "example: aebench validate suites/mnist.yaml",
     "ls": "example: aebench ls models",
     "status": "example: aebench status results/mnist",
+    "strip": "example: aebench strip results/mnist",
+    "report": "example: aebench report results/mnist   (writes reports/mnist/index.html and README.md)",
+    "leaderboard": "example: aebench leaderboard results/mnist --metric recon/mse",
 }
 
 
@@ -63,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", default=None, help="override the suite's launcher (see `aebench ls launchers`)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-download", action="store_true", help="never download datasets")
+    p.add_argument("--no-wait", action="store_true",
+                   help="with a launcher that submits (slurm): return once submitted; follow with aebench status")
+    p.add_argument("--report", action="store_true", help="write reports/<suite>/ (aebench report) after the run")
+
+    p = add("report", "write an HTML and a markdown report (tables, figures, image grids) of a results folder")
+    p.add_argument("results_dir", help="results/<suite>")
+    p.add_argument("--out", default=None, help="report folder (default: reports/<suite>/)")
+
+    p = add("leaderboard", "rank the models of a results folder by one metric (comparable runs only)")
+    p.add_argument("results_dir", nargs="?", default="results",
+                   help="results/<suite>, or a results folder holding several suites (default: results/)")
+    p.add_argument("--metric", default=None, metavar="KEY",
+                   help="metric to rank by, e.g. fid/gaussian or recon/mse (default: FID, else recon/mse)")
 
     p = add("validate", "check a suite against the registries without training anything")
     _add_suite_args(p)
@@ -70,8 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ls", "list registered parts with one-line descriptions")
     p.add_argument("kind", choices=["models", "metrics", "datasets", "backbones", "samplers", "launchers"])
 
+    p = add("strip", "delete the checkpoints of finished jobs, to share results without weights")
+    p.add_argument("results_dir", help="results/<suite>")
+
     p = add("status", "list each job of a results folder as done, running, failed, damaged or pending")
     p.add_argument("results_dir", help="results/<suite>")
+
+    p = add("train-extractor", "retrain the digits feature extractor (FID on 28x28 grayscale) on MNIST, reproducibly")
+    p.add_argument("--data-root", default=None, help="data folder holding MNIST (default: $AEBENCH_DATA)")
+    p.add_argument("--out", default="digits_cnn.pt", help="weights file to write (default: digits_cnn.pt)")
+    p.add_argument("--epochs", type=int, default=6, help="training epochs (default: 6)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads; the same count reproduces the same file")
+    p.epilog = "example: aebench train-extractor --data-root ../shared/data --out digits_cnn.pt"
     return parser
 
 
@@ -84,6 +111,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.launcher:
         overrides.append(f"launcher.name={args.launcher}")
     suite = load_suite(args.suite, overrides, args.models, args.seeds)
+    if args.no_wait:
+        from aebench.registry import LAUNCHERS
+
+        if not LAUNCHERS.meta(suite.launcher.name).get("detach"):
+            raise AebenchError(f"--no-wait needs a launcher that hands jobs to a scheduler (slurm); "
+                               f"{suite.launcher.name!r} runs them in this command")
+        suite.launcher.options["wait"] = False
     run = RunSettings(results=Path(args.results), data_root=args.data_root or suite.data.root,
                       device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
                       download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins))
@@ -96,15 +130,59 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\naebench: interrupted; finished jobs are kept, run the same command again to go on",
               file=sys.stderr)
-        from aebench.store.table import collect
-
-        rows = collect(run.suite_dir(suite.name))
-        print(f"aebench: {sum(r['status'] == 'done' for r in rows)} of {len(suite.jobs())} jobs done",
-              file=sys.stderr)
+        _stopped_summary(suite, run)
         return 130
+    except ResultsUnwritable:
+        _stopped_summary(suite, run)
+        raise
     code = summarize(outcomes)
     print(f"aebench: results in {run.suite_dir(suite.name)}", file=sys.stderr)
+    if args.report:
+        from aebench.report import build_report
+
+        files = build_report(run.suite_dir(suite.name))
+        print(f"aebench: report in {files.html} and {files.markdown}", file=sys.stderr)
     return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from aebench.report import build_report
+    from aebench.report.leaderboard import suite_dirs
+
+    dirs = suite_dirs(args.results_dir)
+    if len(dirs) > 1 and args.out:
+        raise AebenchError(f"{args.results_dir} holds {len(dirs)} suites; --out needs one (results/<suite>)")
+    for d in dirs:
+        files = build_report(d, args.out)
+        print(f"aebench: report written: {files.html} (self-contained) and {files.markdown}")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from aebench.report.leaderboard import build_leaderboard, suite_dirs, to_text
+
+    for i, d in enumerate(suite_dirs(args.results_dir)):
+        print(("\n" if i else "") + to_text(build_leaderboard(d, args.metric)))
+    return 0
+
+
+def _stopped_summary(suite, run) -> None:
+    """What a stopped run leaves: the suite's jobs by status, read back from the job folders."""
+    from aebench.store.table import collect
+
+    try:
+        ids = {job.id: job for job in suite.jobs()}
+        rows = [r for r in collect(run.suite_dir(suite.name)) if r["job_id"] in ids]
+    except (OSError, KeyboardInterrupt):
+        return
+    done = [r for r in rows if r["status"] == "done"]
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(f"aebench: {len(done)} of {len(ids)} jobs done, {len(failed)} failed, "
+          f"{len(ids) - len(done) - len(failed)} not finished", file=sys.stderr)
+    for r in done:
+        print(f"  done   {r.get('label')} ({r['job_id']})", file=sys.stderr)
+    for r in failed:
+        print(f"  FAILED {r.get('label')} ({r['job_id']}): {r.get('reason', '')}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -126,7 +204,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         extra = ""
         if args.kind == "metrics":
             needs = ", ".join(e.meta.get("needs", ())) or "-"
-            arrow = {"min": "lower is better", "max": "higher is better"}.get(e.meta.get("direction"), "")
+            arrow = {"min": "lower is better", "max": "higher is better"}.get(e.meta.get("direction"),
+                                                                              "direction per key")
             extra = f"  [{arrow}; needs: {needs}]"
         alias = f" (aliases: {', '.join(e.aliases)})" if e.aliases else ""
         src = "" if e.source.startswith("aebench") else f"  <{e.source}>"
@@ -144,16 +223,45 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"{d}: no jobs yet")
         return 0
+    from aebench.launchers.slurm import slurm_notes
+
+    notes = slurm_notes(d, rows)  # Slurm job id (and state) of each unfinished job that was submitted there
     for r in rows:
         what = r.get("label") or r.get("model") or "?"
         reason = f"  {r['reason']}" if r.get("reason") else ""
+        reason += f"  [{notes[r['job_id']]}]" if r["job_id"] in notes else ""
         print(f"{r['status']:<8} {r['job_id']:<44} {what} {r.get('dataset', '')} seed {r.get('seed', '')}{reason}")
     counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "running", "failed", "damaged", "pending")}
     print(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "status": cmd_status}
+def cmd_train_extractor(args: argparse.Namespace) -> int:
+    from aebench.metrics.digits_extractor import train_extractor
+
+    meta = train_extractor(args.data_root, args.out, epochs=args.epochs, seed=args.seed, threads=args.threads,
+                           log=lambda m: print(m, file=sys.stderr))
+    print(f"{args.out}: test accuracy {meta['test_accuracy']:.4f}, sha256 {meta['sha256']}")
+    print("use it with the fid setting feature_extractor_weights_path, or replace aebench/assets/digits_cnn.pt "
+          "and ASSET_SHA256 in aebench/metrics/digits_extractor.py")
+    return 0
+
+
+def cmd_strip(args: argparse.Namespace) -> int:
+    from aebench.store.table import job_dirs
+
+    d = Path(args.results_dir)
+    if not d.is_dir():
+        raise AebenchError(f"{d}: no such results folder")
+    stripped = sum(jd.strip_checkpoint() for jd in job_dirs(d))
+    print(f"{d}: removed {stripped} checkpoint(s); the jobs stay done")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "status": cmd_status, "report": cmd_report,
+    "leaderboard": cmd_leaderboard, "strip": cmd_strip, "train-extractor": cmd_train_extractor,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,16 +271,24 @@ def main(argv: list[str] | None = None) -> int:
         from aebench.plugins import load_entry_points, load_plugins
 
         load_entry_points()
-        load_plugins(args.plugins)
+        try:
+            load_plugins(args.plugins)
+        except AebenchError as e:
+            raise AebenchError(f"--plugin: {e}") from None
         return COMMANDS[args.command](args)
     except AebenchError as e:
         if args.debug:
             raise
-        print(f"aebench: error: {e}", file=sys.stderr)
+        print(f"aebench: error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, always
         return e.exit_code
     except KeyboardInterrupt:
+        if args.debug:
+            raise
         print("\naebench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `aebench ls models | head`: the reader left, nothing to say
+        sys.stdout = None
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and what is allowed; the suite loader adds the file name.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -54,10 +55,21 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         ok = isinstance(value, hint) and not (hint is not bool and isinstance(value, bool))
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if hint is float and isinstance(value, float) and not math.isfinite(value):
+            raise SuiteError(None, where, f"expected a finite number, got {value}")
         if not ok:
             raise SuiteError(None, where, f"expected {_TYPE_NAMES[hint]}, got {_type_name(value)} {value!r}")
         return value
     return value
+
+
+def unknown_field(key: Any, allowed: list[str]) -> str:
+    """The message for a key that is not a field: the closest field names first, then all of them."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown field; {hint}allowed: {', '.join(allowed) or 'none'}"
 
 
 def from_dict(cls: type, values: Any, where: str) -> Any:
@@ -72,8 +84,7 @@ def from_dict(cls: type, values: Any, where: str) -> Any:
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in fields:
-            allowed = ", ".join(fields) or "none"
-            raise SuiteError(None, f"{where}.{key}" if where else str(key), f"unknown field; allowed: {allowed}")
+            raise SuiteError(None, f"{where}.{key}" if where else str(key), unknown_field(key, list(fields)))
     kwargs = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in values.items()}
     try:
         return cls(**kwargs)

@@ -36,3 +36,7 @@ class JobFailed(Exception):
 
 class ResultsLocked(AebenchError):
     """Another aebench process holds the lock of a job or results folder."""
+
+
+class ResultsUnwritable(AebenchError):
+    """The results folder is full or read-only: every later job would fail too, so the suite stops."""

@@ -20,8 +20,20 @@ ENTRY_POINT_GROUP = "aebench.plugins"
 _loaded: dict[str, str] = {}
 
 
-def _describe(exc: BaseException) -> str:
-    return f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+def _describe(exc: BaseException, path: Path | None = None) -> str:
+    """``Error: first line``, with the line of the plugin file that raised it when known."""
+    message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    text = f"{exc.__class__.__name__}: {message.splitlines()[0] if message else ''}".rstrip(": ")
+    line = None
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+    elif path is not None:
+        tb = exc.__traceback__
+        while tb is not None:
+            if Path(tb.tb_frame.f_code.co_filename) == path:
+                line = tb.tb_lineno
+            tb = tb.tb_next
+    return f"{text}, at {path.name if path else 'line'}:{line}" if line else text
 
 
 def load_plugin(spec: str, base: Path | None = None) -> str:
@@ -48,7 +60,7 @@ def load_plugin(spec: str, base: Path | None = None) -> str:
             raise AebenchError(f"plugin {spec!r}: {e}") from None
         except BaseException as e:  # noqa: BLE001 - a stranger's code: report it, in one line
             sys.modules.pop(name, None)
-            raise AebenchError(f"plugin {spec!r} failed to import ({_describe(e)})") from None
+            raise AebenchError(f"plugin {spec!r} failed to import ({_describe(e, path)})") from None
     else:
         key = spec
         if key in _loaded:
@@ -80,7 +92,8 @@ def load_entry_points() -> list[str]:
         except AebenchError as e:
             raise AebenchError(f"plugin entry point {ep.name!r} ({ep.value}): {e}") from None
         except BaseException as e:  # noqa: BLE001
-            raise AebenchError(f"plugin entry point {ep.name!r} ({ep.value}) failed to import ({_describe(e)})") from None
+            raise AebenchError(
+                f"plugin entry point {ep.name!r} ({ep.value}) failed to import ({_describe(e)})") from None
         _loaded[key] = ep.name
         loaded.append(ep.name)
     return loaded

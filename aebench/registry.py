@@ -153,6 +153,28 @@ def _first_doc_line(obj: Any) -> str:
     return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
 
 
+def metric_direction(column: str) -> str | None:
+    """'min', 'max' or None (neither is better) for a results column ``"<metric>/<key>"``.
+
+    A metric's ``directions`` meta overrides its ``direction`` per key, by exact key or fnmatch pattern
+    (keys named after samplers, such as ``fid/precision_<sampler>``, need patterns). Unknown metrics
+    have no direction.
+    """
+    from fnmatch import fnmatchcase
+
+    name, _, key = column.partition("/")
+    if name not in METRICS:
+        return None
+    meta = METRICS.meta(name)
+    overrides = meta.get("directions") or {}
+    if key in overrides:
+        return overrides[key]
+    for pattern, direction in overrides.items():
+        if fnmatchcase(key, pattern):
+            return direction
+    return meta.get("direction")
+
+
 MODELS: Registry = Registry("model")
 METRICS: Registry = Registry("metric")
 DATASETS: Registry = Registry("dataset")

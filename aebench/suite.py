@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from aebench.config import from_dict
+from aebench.config import from_dict, unknown_field
 from aebench.errors import AebenchError, SuiteError
 from aebench.registry import REGISTRIES, check_name
 
@@ -40,9 +40,13 @@ class TrainSpec:
     weight_decay: float = 0.0
     grad_clip: float | None = None
     checkpoint_every: int = 1
+    precision: str = "fp32"  # or bf16: autocast on GPUs that have it
+    compile: bool = False  # torch.compile the model's loss
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "lr", "checkpoint_every")
+        if self.precision not in ("fp32", "bf16"):
+            raise SuiteError(None, "precision", f"unknown precision {self.precision!r}; allowed: fp32, bf16")
         if self.weight_decay < 0:
             raise SuiteError(None, "weight_decay", f"must be >= 0, got {self.weight_decay}")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -119,12 +123,14 @@ class Suite:
         for spec in self.models:
             for params, label in _grid_points(spec):
                 for ds in self.datasets:
+                    options = dict(ds.options)
+                    latent = options.pop("latent_dim", self.latent_dim)
                     for seed in self.seeds:
                         jobs.append(Job(
                             suite=self.name, model=spec.name, label=label, params=params,
-                            dataset=ds.name, dataset_options=dict(ds.options), seed=seed,
+                            dataset=ds.name, dataset_options=options, seed=seed,
                             backbone=self.backbone.name, backbone_options=dict(self.backbone.options),
-                            latent_dim=self.latent_dim, likelihood=self.likelihood.name,
+                            latent_dim=latent, likelihood=self.likelihood.name,
                             likelihood_options=dict(self.likelihood.options),
                             train=asdict(self.train),
                             data={"train_limit": self.data.train_limit, "test_limit": self.data.test_limit},
@@ -215,7 +221,22 @@ def _grid_points(spec: ModelSpec) -> list[tuple[dict[str, Any], str]]:
 
 # -- reading ------------------------------------------------------------------------------------------
 class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``)."""
+    """``yaml.SafeLoader`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``) and refuses a key
+    given twice (plain YAML keeps the last silently, so an edit could be lost without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice; keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -252,7 +273,14 @@ def read_yaml(path: str | os.PathLike) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        tag = re.search(r"for the tag '(?:tag:yaml\.org,2002:)?([^']*)'", problem)
+        if tag:
+            raise SuiteError(str(path), None, f"malformed YAML at {where}: tag '!!{tag.group(1)}' is not allowed, "
+                             "a suite is data; allowed: plain mappings, lists, strings, numbers, true/false, "
+                             "null") from None
         raise SuiteError(str(path), None, f"malformed YAML at {where}: {problem}") from None
+    except RecursionError:
+        raise SuiteError(str(path), None, "malformed YAML: nested too deeply") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -280,7 +308,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                     raise AebenchError(f"--set {text}: {where} is not an index of a {len(node)}-item list")
                 node = node[int(part)]
             elif isinstance(node, dict):
-                if not isinstance(node.get(part), (dict, list)):
+                if isinstance(node.get(part), str):  # `launcher: slurm` + --set launcher.partition=gpu
+                    node[part] = {"name": node[part]}
+                elif not isinstance(node.get(part), (dict, list)):
                     node[part] = {}
                 node = node[part]
             else:
@@ -334,6 +364,9 @@ def _models(value: Any) -> list[ModelSpec]:
         where = f"models[{i}]"
         if isinstance(v, str):
             v = {"name": v}
+        if isinstance(v, dict) and "name" not in v:
+            raise SuiteError(None, f"{where}.name", "missing (a registered model name is required, see `aebench ls "
+                             "models`)")
         spec = from_dict(ModelSpec, v, where)
         if not isinstance(spec.name, str):
             raise SuiteError(None, f"{where}.name", "expected a registered model name")
@@ -354,7 +387,7 @@ def parse_suite(raw: Any, name: str = "suite") -> Suite:
         raise SuiteError(None, None, f"a suite must be a mapping of sections, got {type(raw).__name__}")
     unknown = [k for k in raw if k not in SECTIONS]
     if unknown:
-        raise SuiteError(None, str(unknown[0]), f"unknown field; allowed: {', '.join(SECTIONS)}")
+        raise SuiteError(None, str(unknown[0]), unknown_field(unknown[0], list(SECTIONS)))
     if "version" not in raw:
         raise SuiteError(None, "version", f"missing; add 'version: {SUITE_VERSION}'")
     if raw["version"] != SUITE_VERSION:
@@ -386,10 +419,16 @@ def parse_suite(raw: Any, name: str = "suite") -> Suite:
         raise SuiteError(None, "latent_dim", f"must be > 0, got {latent}")
     plugins = coerce(raw.get("plugins") or [], list[str], "plugins")
     description = coerce(raw.get("description", ""), str, "description")
+    dataset_specs = _named_list(datasets, "datasets")
+    for i, ds in enumerate(dataset_specs):  # a dataset may set its own latent size (8-3-8 beside 10-4-10)
+        if "latent_dim" in ds.options:
+            value = coerce(ds.options["latent_dim"], int, f"datasets[{i}].latent_dim")
+            if value <= 0:
+                raise SuiteError(None, f"datasets[{i}].latent_dim", f"must be > 0, got {value}")
     suite = Suite(
         name=suite_name,
         models=_models(raw.get("models")),
-        datasets=_named_list(datasets, "datasets"),
+        datasets=dataset_specs,
         description=description,
         backbone=_named(raw.get("backbone", "mlp"), "backbone"),
         latent_dim=latent,
@@ -400,9 +439,14 @@ def parse_suite(raw: Any, name: str = "suite") -> Suite:
         eval=from_dict(EvalSpec, raw.get("eval") or {}, "eval"),
         metrics=_named_list(raw.get("metrics", ["recon"]) or [], "metrics"),
         plugins=plugins,
-        launcher=_named(raw.get("launcher", "local"), "launcher"),
+        launcher=_named(_default_name(raw.get("launcher", "local"), "local"), "launcher"),
     )
     return suite
+
+
+def _default_name(value: Any, default: str) -> Any:
+    """``{partition: gpu}`` (from ``--set launcher.partition=gpu`` on a suite without one) names the default."""
+    return {"name": default, **value} if isinstance(value, dict) and "name" not in value else value
 
 
 def validate(suite: Suite) -> None:
@@ -430,6 +474,14 @@ def validate(suite: Suite) -> None:
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup:
         raise SuiteError(None, "metrics", f"metric {dup!r} listed twice")
+    for i, m in enumerate(suite.metrics):
+        if "labels" not in REGISTRIES["metrics"].meta(m.name).get("needs", ()):
+            continue
+        for j, ds in enumerate(suite.datasets):  # meta labels=False: known to have none (None: unknown)
+            if REGISTRIES["datasets"].meta(ds.name).get("labels") is False:
+                raise SuiteError(None, f"metrics[{i}].name", f"metric {m.name!r} needs class labels, but dataset "
+                                 f"{ds.name!r} (datasets[{j}]) has none; allowed: labelled datasets, or drop the "
+                                 "metric (`aebench ls metrics` shows what each needs)")
     for i, spec in enumerate(suite.models):
         spec.name = known("models", spec.name, f"models[{i}].name")
         if spec.label is not None:
@@ -455,8 +507,14 @@ def validate(suite: Suite) -> None:
             if key not in allowed:
                 raise SuiteError(None, f"metrics[{i}].{key}", f"unknown setting of metric {m.name!r}; "
                                  f"allowed: {', '.join(sorted(allowed)) or 'none'}")
-    from aebench.registry import BACKBONES
+    from aebench.registry import BACKBONES, LAUNCHERS
 
+    try:  # launchers check their options on construction, without side effects
+        LAUNCHERS.get(suite.launcher.name)(**suite.launcher.options)
+    except SuiteError:
+        raise
+    except (AebenchError, TypeError) as e:
+        raise SuiteError(None, "launcher", str(e)) from None
     accepted = set(inspect.signature(BACKBONES.get(suite.backbone.name)).parameters) - {
         "image_shape", "enc_out", "latent_dim"}
     for key in suite.backbone.options:

@@ -72,3 +72,36 @@ def clean_registry():
     for k, r in REGISTRIES.items():
         for name in set(r.names()) - before[k]:
             r.unregister(name)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory) -> Path:
+    """A one-node Slurm cluster on 127.0.0.1 (tests/slurm/start.sh), stopped after the session; yields its folder.
+
+    Skipped where Slurm cannot run; with AEBENCH_REQUIRE_SLURM=1 (CI) that is a failure instead.
+    """
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "slurm"))
+    import cluster
+
+    reason = cluster.unavailable()
+    if reason:
+        if os.environ.get("AEBENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(f"AEBENCH_REQUIRE_SLURM=1 but {reason}")
+        pytest.skip(reason)
+    folder = Path("/tmp") / f"aebench-slurm-{os.getpid()}"  # short: munge's socket path must fit in 108 bytes
+    conf = cluster.start(folder)
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+    try:
+        yield folder
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        cluster.stop(folder)
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)

@@ -160,3 +160,16 @@ def test_end_to_end_on_real_mnist(mnist_root, write_suite, tmp_path):
     assert table.loc["vae", "recon/mse"] < baseline
     jd = JobDir(next((results / "mnist-e2e").glob("ae-mnist-s0-*")))
     assert jd.is_done()
+
+
+def test_strip_drops_checkpoints_and_the_jobs_stay_done(tiny_suite, tmp_path, capsys):
+    results = tmp_path / "results"
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    assert main(["strip", str(results / "tiny")]) == 0
+    assert "removed 2 checkpoint(s)" in capsys.readouterr().out
+    for d in (p for p in (results / "tiny").iterdir() if p.is_dir()):
+        assert not (d / "checkpoint.pt").exists()
+        assert JobDir(d).is_done()
+        assert json.loads((d / "done").read_text())["stripped"] == ["checkpoint.pt"]
+    assert _run(str(tiny_suite), "--results", str(results)) == 0
+    assert "2 already done, 0 to run" in capsys.readouterr().err

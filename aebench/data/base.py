@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,8 +113,11 @@ def load(
             blob = torch.load(cache, map_location="cpu", weights_only=True)
             if blob.get("sha256") == _checksum(blob["images"], blob.get("labels")):
                 return ImageSet(name, split, blob["images"], blob.get("labels"))
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt from the source files
-            pass
+            problem = "checksum mismatch"
+        except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt from the source files
+            problem = f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+        print(f"aebench: damaged dataset cache {cache} ({problem}); rebuilding it from the data root",
+              file=sys.stderr)
     try:
         images, labels = loader(base, split, download, **options)
     except TypeError as exc:

@@ -19,6 +19,7 @@ import torch
 
 from aebench.data.base import ImageSet
 from aebench.models.base import Autoencoder, Encoding
+from aebench.registry import metric_direction as key_direction  # noqa: F401  (re-exported)
 
 
 class NotApplicable(Exception):
@@ -85,7 +86,8 @@ class EvalContext:
         if key not in self._cache:
             data = self.train if split == "train" else self.test
             self.model.eval()
-            self._cache[key] = torch.cat([to_uint8(r).cpu() for r in self._batched(data.images, self.model.reconstruct)])
+            recons = self._batched(data.images, self.model.reconstruct)
+            self._cache[key] = torch.cat([to_uint8(r).cpu() for r in recons])
         return self._cache[key]
 
     def sampler(self, name: str):

@@ -157,8 +157,7 @@ def build_model(
     accepted = set(inspect.signature(factory).parameters) - {"image_shape", "enc_out", "latent_dim"}
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise SuiteError(
-            None, f"backbone.{unknown[0]}", f"unknown option of backbone {backbone!r}; allowed: {', '.join(sorted(accepted))}"
-        )
+        raise SuiteError(None, f"backbone.{unknown[0]}",
+                         f"unknown option of backbone {backbone!r}; allowed: {', '.join(sorted(accepted))}")
     encoder, decoder = factory(tuple(image_shape), latent_dim * cls.stats_per_dim, latent_dim, **options)
     return cls(encoder, decoder, make_likelihood(likelihood, **(likelihood_options or {})), latent_dim, config)

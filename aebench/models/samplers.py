@@ -35,3 +35,44 @@ class GaussianSampler:
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         eps = torch.randn(n, self.mean.shape[0], generator=generator, dtype=torch.float64)
         return (self.mean + eps @ self.chol.T).float()
+
+
+class GMMSampler:
+    """A Gaussian mixture fitted to the training codes (10 components, full covariance; Ghosh et al. 2020).
+
+    Deterministic: scikit-learn's EM starts from a fixed seed, and sampling uses the caller's generator.
+    With fewer distinct codes than components it uses as many components as there are codes; the
+    covariance floor scales with the codes' spread, so collapsed or tiny codes still fit.
+    """
+
+    def __init__(self, n_components: int = 10, seed: int = 0, max_iter: int = 200):
+        self.n_components, self.seed, self.max_iter = n_components, seed, max_iter
+
+    def fit(self, codes: torch.Tensor) -> GMMSampler:
+        import warnings
+
+        import numpy as np
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
+        c = codes.detach().double().cpu().numpy()
+        n, d = c.shape
+        distinct = len(np.unique(c, axis=0)) if n <= 100_000 else n
+        k = max(1, min(self.n_components, distinct))
+        scale = float(c.var(axis=0).mean()) if n > 1 else 0.0
+        reg = 1e-6 * scale if scale > 0 else 1e-6
+        gmm = GaussianMixture(k, covariance_type="full", reg_covar=reg, random_state=self.seed,
+                              max_iter=self.max_iter)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gmm.fit(c)
+        self.weights = torch.as_tensor(gmm.weights_, dtype=torch.float64)
+        self.means = torch.as_tensor(gmm.means_, dtype=torch.float64)
+        cov = torch.as_tensor(gmm.covariances_, dtype=torch.float64)
+        self.chol = torch.linalg.cholesky(cov + reg * torch.eye(d, dtype=torch.float64))
+        return self
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        eps = torch.randn(n, self.means.shape[1], generator=generator, dtype=torch.float64)
+        return (self.means[comp] + torch.einsum("nij,nj->ni", self.chol[comp], eps)).float()

@@ -61,8 +61,24 @@ class VAE(Autoencoder):
 
         logsumexp over k minus log k is the importance-sampled estimate of log p(x).
         """
-        enc = self.encode(x)
+        return self.importance_terms(x, k)[0]
+
+    def importance_terms(self, x: torch.Tensor, k: int, enc: Encoding | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The log importance weights (k, B) and -log p(x | z_i) (k, B), differentiable (the IWAE trains on them)."""
+        enc = self.encode(x) if enc is None else enc
         z = reparameterize(enc, k)  # (k, B, D)
         out = self.decode(z.flatten(0, 1))
-        log_px_z = -self.likelihood.nll(out, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
-        return log_px_z + log_normal(z) - log_normal(z, enc.mean, enc.logvar)
+        nll = self.likelihood.nll(out, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
+        return -nll + log_normal(z) - log_normal(z, enc.mean, enc.logvar), nll
+
+
+@dataclass
+class BetaVAEConfig(VAEConfig):
+    beta: float = 4.0
+
+
+class BetaVAE(VAE):
+    """beta-VAE (Higgins et al. 2017): the VAE with weight beta (default 4) on the KL term."""
+
+    Config = BetaVAEConfig

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import platform
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from aebench.errors import AebenchError, JobFailed, ResultsLocked
+from aebench import faults
+from aebench.errors import AebenchError, JobFailed, ResultsLocked, ResultsUnwritable
 from aebench.runner.settings import RunSettings
 from aebench.store import jobdir as files
 from aebench.store.jobdir import JobDir
@@ -83,8 +86,23 @@ def _oom_types() -> tuple[type, ...]:
     return (torch.cuda.OutOfMemoryError, MemoryError) if hasattr(torch.cuda, "OutOfMemoryError") else (MemoryError,)
 
 
+# A full disk or a read-only folder fails every job after this one too: stop the suite instead.
+FATAL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def log(message: str) -> None:
+    """A line on stderr that does not tear the progress bars."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"aebench: {message}", file=sys.stderr)
+
+
 def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
-    """Run ``job`` into ``results/<suite>/<job-id>/``; a failure is recorded, never raised (but ^C is)."""
+    """Run ``job`` into ``results/<suite>/<job-id>/``; a failure is recorded, never raised.
+
+    Raised are Ctrl-C, and ``ResultsUnwritable`` for a full disk or read-only results folder, which
+    would fail every later job as well.
+    """
     jd = JobDir(run.suite_dir(job.suite) / job.id)
     if jd.is_done():
         return Outcome(job.id, job.label, "skipped")
@@ -92,18 +110,24 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
         jd.lock()
     except ResultsLocked as e:
         return Outcome(job.id, job.label, "locked", str(e))
+    except OSError as e:
+        raise _unwritable(e, jd.path) from None
     t0 = time.perf_counter()
     try:
         if jd.is_done():  # finished by another process while we waited for the lock
             return Outcome(job.id, job.label, "skipped")
         jd.reset()
         jd.write_json(files.CONFIG, job.config())
+        faults.point("job_start")
         _train_and_evaluate(job, jd, run, progress_position)
         jd.mark_done()
         return Outcome(job.id, job.label, "done", seconds=time.perf_counter() - t0)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # ^C, or a Slurm requeue: not a failure of the job
         raise
     except BaseException as exc:  # noqa: BLE001 - one job's failure must not stop the suite
+        _release_memory()
+        if isinstance(exc, OSError) and exc.errno in FATAL_ERRNOS:
+            raise _unwritable(exc, jd.path) from None
         reason = _reason(exc)
         try:
             jd.mark_failed(reason, {"traceback": traceback.format_exc(), "at": _now()})
@@ -114,6 +138,22 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
         return Outcome(job.id, job.label, "failed", reason, time.perf_counter() - t0)
     finally:
         jd.unlock()
+
+
+def _unwritable(exc: OSError, where: Path) -> ResultsUnwritable:
+    what = exc.filename or where
+    return ResultsUnwritable(f"cannot write {what} ({exc.strerror or exc}); free some space or choose "
+                             "another folder with --results, then run again: finished jobs are kept")
+
+
+def _release_memory() -> None:
+    """Free what a failed job held (after an out-of-memory error the next job needs it back)."""
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _reason(exc: BaseException) -> str:
@@ -148,8 +188,11 @@ def _train_and_evaluate(job: Job, jd: JobDir, run: RunSettings, position: int) -
     steps = -(-len(train_set) // tcfg["batch_size"]) * tcfg["epochs"]
     fixed_z = torch.randn(GRID_N, job.latent_dim, generator=torch.Generator().manual_seed(job.seed)).to(device)
 
+    every = tcfg.get("checkpoint_every", 1)
+
     def on_epoch(epoch: int, state) -> None:
-        _write_curve(jd, state.curve)
+        if epoch % every == 0 or epoch == tcfg["epochs"]:  # as often as the resume state, no more
+            _write_curve(jd, state.curve)
         if epoch in (1, tcfg["epochs"]):
             model.eval()
             with torch.no_grad():
@@ -161,12 +204,16 @@ def _train_and_evaluate(job: Job, jd: JobDir, run: RunSettings, position: int) -
                disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
     try:
         state = train(model, train_set, settings, tcfg["epochs"], tcfg["batch_size"], job.seed, device,
-                      resume_path=jd / files.RESUME, checkpoint_every=tcfg.get("checkpoint_every", 1),
+                      resume_path=jd / files.RESUME, checkpoint_every=every,
                       on_epoch=on_epoch,
-                      progress=None if bar.disable else bar.update)
+                      progress=None if bar.disable else bar.update,
+                      log=lambda message: log(f"{job.label} ({job.id}): {message}"),
+                      precision=tcfg.get("precision", "fp32"), compile=tcfg.get("compile", False))
     finally:
         bar.close()
+    faults.point("train_done")
     atomic_torch_save(model.state_dict(), jd / files.CHECKPOINT)
+    faults.point("eval_start")
 
     # -- evaluation -------------------------------------------------------------------------------------
     ev = job.eval
@@ -198,7 +245,9 @@ def _train_and_evaluate(job: Job, jd: JobDir, run: RunSettings, position: int) -
             t = torch.linspace(0, 1, 10).unsqueeze(1)
             z = (1 - t) * codes[0] + t * codes[1]
             save_grid(to_uint8(model.generate(z.to(device))).cpu(), jd / "interpolation.png")
+    faults.point("metrics_write")
     jd.write_json(files.METRICS, {**result, "sampled_with": list(ctx.samplers)})
+    faults.point("metrics_written")
     jd.write_json(files.PROVENANCE, {
         "versions": versions(), "git_commit": git_commit(), "device": device_name(device),
         "seed": job.seed, "started": started, "finished": _now(),

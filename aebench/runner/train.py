@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from aebench import faults
 from aebench.data.base import ImageSet
 from aebench.errors import JobFailed
 from aebench.models.base import Autoencoder, TrainSettings
@@ -42,6 +45,9 @@ class TrainState:
 
 
 def save_resume(path: Path, model: Autoencoder, optimizers: list, state: TrainState) -> None:
+    """Save everything the next epoch depends on, every random generator included, so that a resumed
+    run continues bit for bit as the uninterrupted one would have."""
+    np_state = np.random.get_state()
     blob = {
         "model": model.state_dict(),
         "optimizers": [o.state_dict() for o in optimizers],
@@ -50,26 +56,55 @@ def save_resume(path: Path, model: Autoencoder, optimizers: list, state: TrainSt
         "seconds": state.seconds,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "rng_python": random.getstate(),
+        "rng_numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                      "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
     }
     atomic_torch_save(blob, path)
 
 
-def load_resume(path: Path, model: Autoencoder, optimizers: list, device: torch.device) -> TrainState | None:
-    """Restore a training state; None (start afresh) if there is none or it is damaged."""
+def load_resume(path: Path, model: Autoencoder, optimizers: list, device: torch.device,
+                log: Callable[[str], None] | None = None) -> TrainState | None:
+    """Restore a training state; None (start afresh, saying why) if there is none or it is damaged."""
     if not path.exists():
         return None
+    model_before = {k: v.clone() for k, v in model.state_dict().items()}
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(blob["model"])
         for opt, sd in zip(optimizers, blob["optimizers"], strict=True):
             opt.load_state_dict(sd)
-        torch.set_rng_state(blob["rng_cpu"].cpu())
-        if blob["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in blob["rng_cuda"]])
-        return TrainState(int(blob["epoch"]), list(blob["curve"]), float(blob["seconds"]))
-    except Exception:  # noqa: BLE001 - truncated or foreign file: retrain from scratch
+        state = TrainState(int(blob["epoch"]), list(blob["curve"]), float(blob["seconds"]))
+        rng_cpu, rng_cuda, rng_python, rng_numpy = (blob["rng_cpu"], blob["rng_cuda"], blob["rng_python"],
+                                                    blob["rng_numpy"])
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file: retrain from scratch
+        model.load_state_dict(model_before)  # a partial load must not leak into the fresh start
+        for opt in optimizers:
+            opt.state.clear()
+        (log or _stderr)(f"damaged resume state {path} ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:120] if str(exc) else ''}); training from scratch")
         path.unlink(missing_ok=True)
         return None
+    torch.set_rng_state(rng_cpu.cpu())
+    if rng_cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng_cuda])
+    random.setstate(rng_python)
+    np.random.set_state(("MT19937", rng_numpy["keys"].numpy().astype(np.uint32), rng_numpy["pos"],
+                         rng_numpy["has_gauss"], rng_numpy["cached_gaussian"]))
+    (log or _stderr)(f"resuming from epoch {state.epoch} ({path})")
+    return state
+
+
+def _stderr(message: str) -> None:
+    print(f"aebench: {message}", file=sys.stderr)
+
+
+def _non_finite_parameter(model: Autoencoder) -> str | None:
+    """The name of a parameter holding NaN or inf (what exploding gradients leave behind), if any."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            return name
+    return None
 
 
 def train(
@@ -84,14 +119,24 @@ def train(
     checkpoint_every: int = 1,
     on_epoch: Callable[[int, TrainState], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> TrainState:
     """Train ``model`` for ``epochs`` over ``data`` (uint8 on ``device``); resumes from ``resume_path``.
 
-    Raises ``JobFailed`` when a loss term turns NaN or infinite.
+    The resume state is saved every ``checkpoint_every`` epochs and after the last one, so a run killed
+    during evaluation does not train again. Raises ``JobFailed`` when a loss term or a parameter turns
+    NaN or infinite (divergence, exploding gradients). ``precision="bf16"`` runs the steps under
+    autocast; ``compile=True`` compiles the model's loss with ``torch.compile``.
     """
     optimizers = model.configure_optimizers(settings)
-    state = load_resume(resume_path, model, optimizers, device) if resume_path else None
+    if compile:
+        model.loss = torch.compile(model.loss)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
+    state = load_resume(resume_path, model, optimizers, device, log) if resume_path else None
     state = state or TrainState()
+    fault = faults.point if faults.enabled() else None
     n = len(data)
     steps = math.ceil(n / batch_size)
     images = data.images
@@ -103,21 +148,32 @@ def train(
         for i in range(steps):
             idx = perm[i * batch_size : (i + 1) * batch_size]
             x = images[idx].float().div_(255.0)
-            terms = model.train_step(x, optimizers, settings.grad_clip)
+            with autocast():
+                terms = model.train_step(x, optimizers, settings.grad_clip)
             for k, v in terms.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             if progress is not None:
                 progress(1)
+            if fault is not None:
+                fault("train_step")
         row = {k: float(v) / steps for k, v in sums.items()}
         bad = [k for k, v in row.items() if not math.isfinite(v)]
-        if bad:
-            raise JobFailed(f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch}; "
+        param = _non_finite_parameter(model)
+        if bad or param is not None:
+            loss = f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch}" if bad else ""
+            weights = (f"parameter {param!r} became NaN or infinite{'' if bad else f' in epoch {epoch}'} "
+                       "(exploding gradients)") if param is not None else ""
+            raise JobFailed(f"{' and '.join(filter(None, (loss, weights)))}; "
                             "try a smaller learning rate or train.grad_clip")
         state.seconds += time.perf_counter() - t0
         state.epoch = epoch
         state.curve.append({"epoch": epoch, "seconds": state.seconds, **row})
         if on_epoch is not None:
             on_epoch(epoch, state)
-        if resume_path is not None and (epoch % checkpoint_every == 0) and epoch < epochs:
+        if fault is not None:
+            fault("epoch_end")
+        if resume_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
             save_resume(resume_path, model, optimizers, state)
+            if fault is not None:
+                fault("epoch_saved")
     return state

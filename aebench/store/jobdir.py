@@ -16,8 +16,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from aebench import faults
 from aebench.errors import ResultsLocked
-from aebench.store.atomic import atomic_write_json, atomic_write_text
+from aebench.store.atomic import atomic_write_json, atomic_write_text, remove_stale_temps
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -28,7 +29,8 @@ RESUME = "resume.pt"  # last epoch's training state
 FAILED = "failed.json"
 DONE = "done"
 LOCK = ".lock"
-VOUCHED = (CONFIG, METRICS, PROVENANCE, CURVE)  # the done marker checks these
+VOUCHED = (CONFIG, METRICS, PROVENANCE, CURVE, CHECKPOINT)  # the done marker checks these
+PARSED = (CONFIG, METRICS, PROVENANCE)  # and these must also parse as JSON objects
 
 
 def sha256_file(path: Path) -> str:
@@ -59,22 +61,34 @@ class JobDir:
             vouched = json.loads(marker.read_text())["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             return f"damaged done marker {marker}"
+        if not isinstance(vouched, dict) or METRICS not in vouched:
+            return f"damaged done marker {marker}"
         for name, digest in vouched.items():
             f = self.path / name
             if not f.exists():
                 return f"missing {f}"
-            if sha256_file(f) != digest:
-                return f"damaged {f} (checksum mismatch)"
+            try:
+                if sha256_file(f) != digest:
+                    return f"damaged {f} (checksum mismatch)"
+            except OSError as e:
+                return f"unreadable {f} ({e.strerror or e})"
+        for name in PARSED:
+            if name in vouched and not isinstance(self.read_json(name), dict):
+                return f"damaged {self.path / name} (not a JSON object)"
         return None
 
     def is_done(self) -> bool:
         return self.done_problem() is None
 
-    def status(self) -> str:
-        """'done', 'damaged', 'failed', 'running', 'pending' (no folder or unfinished)."""
+    def status(self, problem: str | None = "") -> str:
+        """'done', 'damaged', 'failed', 'running', 'pending' (no folder or unfinished).
+
+        ``problem`` is ``done_problem()`` if the caller has it already (hashing big files twice is slow).
+        """
         if not self.path.exists():
             return "pending"
-        problem = self.done_problem()
+        if problem == "":
+            problem = self.done_problem()
         if problem is None:
             return "done"
         if problem != "not finished":
@@ -98,7 +112,9 @@ class JobDir:
     def mark_done(self) -> None:
         """Write the marker last: it vouches for every result file by its checksum."""
         vouched = {n: sha256_file(self.path / n) for n in VOUCHED if (self.path / n).exists()}
+        faults.point("done_write")
         atomic_write_text(self.path / DONE, json.dumps({"sha256": vouched}, indent=2, sort_keys=True) + "\n")
+        faults.point("done_written")
         for stale in (FAILED, RESUME):
             (self.path / stale).unlink(missing_ok=True)
 
@@ -110,14 +126,50 @@ class JobDir:
         for name in (DONE, FAILED, METRICS):
             (self.path / name).unlink(missing_ok=True)
 
+    def tidy(self) -> None:
+        """Remove what a run killed just after the done marker left: the resume state, a stale failure
+        record, temporary files. Skipped quietly while another process holds the job."""
+        if not any((self.path / n).exists() for n in (RESUME, FAILED)) and not any(self.path.glob(".*.tmp")):
+            return
+        try:
+            self.lock()
+        except (ResultsLocked, OSError):
+            return
+        try:
+            if self.is_done():
+                for stale in (FAILED, RESUME):
+                    (self.path / stale).unlink(missing_ok=True)
+        finally:
+            self.unlock()
+
     def wipe(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def strip_checkpoint(self) -> bool:
+        """Drop the weights of a done job (to share results without them); the job stays done.
+
+        The marker is rewritten without the checkpoint's hash and records that it was stripped, so a
+        missing checkpoint is a choice, not damage. Returns whether anything was removed.
+        """
+        if not (self.path / CHECKPOINT).exists() or not self.is_done():
+            return False
+        self.lock()
+        try:
+            marker = json.loads((self.path / DONE).read_text())
+            marker["sha256"].pop(CHECKPOINT, None)
+            marker["stripped"] = sorted({*marker.get("stripped", []), CHECKPOINT})
+            atomic_write_text(self.path / DONE, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+            (self.path / CHECKPOINT).unlink()
+        finally:
+            self.unlock()
+        return True
 
     # -- locking --------------------------------------------------------------------------------------
     def lock(self) -> None:
         """Take this job's lock, or raise ``ResultsLocked`` if another process holds it.
 
-        ``flock`` locks vanish with their process, so a killed run never leaves a stale lock.
+        ``flock`` locks vanish with their process, so a killed run never leaves a stale lock. Once
+        locked, temporary files a killed writer left here are removed.
         """
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
@@ -126,11 +178,17 @@ class JobDir:
         except OSError as e:
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ResultsLocked(f"{self.path}: another aebench process is running this job") from None
+                try:
+                    holder = f" (pid {int((self.path / LOCK).read_text().strip())})"
+                except (OSError, ValueError):
+                    holder = ""
+                raise ResultsLocked(f"{self.path}: another aebench process{holder} is running this job; "
+                                    "skipped it, run again once that process has finished") from None
             raise
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
+        remove_stale_temps(self.path)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -1,0 +1,228 @@
+"""FID, KID and precision/recall of generated images and reconstructions against the test set.
+
+The feature extractors are torch-fidelity's (``inception-v3-compat``, or aebench's digits CNN registered
+with torch-fidelity as ``aebench-digits``); FID and KID come from torch-fidelity's own functions
+(``fid_statistics_to_metric``, ``kid_features_to_metric``) and precision/recall from a re-implementation of its
+``prc`` that reuses the real set's k-NN radii, so all equal a direct ``torch_fidelity.calculate_metrics`` call on
+the same images (tests check it). aebench extracts features in large batches on the job's device (no
+DataLoader workers) and caches the test set's features and radii on disk, keyed by dataset, split, count,
+image content and the extractor's weights hash, so they are computed once.
+
+Keys, for each source ``s`` (every sampler of the suite, and ``recon`` for test reconstructions):
+``fid/<s>`` (FID, lower is better), ``fid/kid_<s>`` (KID mean, lower is better), ``fid/precision_<s>`` and
+``fid/recall_<s>`` (Kynkaanniemi et al. 2019, higher is better). Details: ``fid/kid_std`` per source and
+``fid/setup`` (extractor, weights hash, counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aebench.errors import AebenchError
+from aebench.metrics.base import EvalContext
+
+INCEPTION_NAME = "inception-v3-compat"
+INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+                 "weights-inception-2015-12-05-6726825d.pth")
+REF_CACHE_VERSION = 1
+KID_SEED = 2020  # torch-fidelity's default rng_seed: the same subsets as a default direct call
+
+
+def resolve_extractor(extractor: str, image_shape: tuple[int, ...]) -> str:
+    """'auto' means the digits CNN for 28x28 grayscale images and Inception otherwise."""
+    if extractor == "auto":
+        return "digits" if tuple(image_shape) == (1, 28, 28) else "inception"
+    if extractor not in ("digits", "inception"):
+        raise AebenchError(f"unknown fid extractor {extractor!r}; allowed: auto, digits, inception")
+    return extractor
+
+
+class Extractor:
+    """A torch-fidelity feature extractor on the job's device, with the hash that identifies its weights."""
+
+    def __init__(self, kind: str, device: torch.device, weights_path: str | None = None, batch_size: int = 1000):
+        from torch_fidelity.utils import create_feature_extractor
+
+        self.kind, self.device, self.batch_size = kind, device, batch_size
+        if kind == "digits":
+            from aebench.metrics.digits_extractor import register_with_torch_fidelity
+
+            self.name = register_with_torch_fidelity()
+        else:
+            self.name = INCEPTION_NAME
+            if not weights_path:
+                raise AebenchError(
+                    "fid with extractor 'inception' needs the Inception weights, which aebench does not download: "
+                    f"fetch {INCEPTION_URL} on a machine with network access and set the metric setting "
+                    "feature_extractor_weights_path: /path/to/weights-inception-2015-12-05-6726825d.pth "
+                    "(or use extractor: digits for 28x28 grayscale images)")
+        if weights_path and not Path(weights_path).expanduser().is_file():
+            raise AebenchError(f"feature_extractor_weights_path {weights_path!r} is not a file")
+        path = str(Path(weights_path).expanduser()) if weights_path else None
+        try:
+            self.module = create_feature_extractor(self.name, ["features" if kind == "digits" else "2048"],
+                                                   cuda=False, verbose=False, feature_extractor_weights_path=path)
+        except AebenchError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - torch-fidelity raises assorted errors for a wrong file
+            raise AebenchError(f"cannot load {kind} extractor weights from {path}: "
+                               f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+                               ) from None
+        self.module.to(device)
+        if kind == "digits":
+            self.weights_hash = self.module.sha256
+        else:
+            from aebench.metrics.digits_extractor import file_sha256
+
+            self.weights_hash = file_sha256(path)
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Inception takes 3 channels: grayscale images are repeated, as torch-fidelity's loaders do."""
+        if self.kind == "inception" and images.shape[1] == 1:
+            return images.expand(-1, 3, -1, -1)
+        return images
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """float32 (N, F) features of uint8 (N, C, H, W) images, on the CPU."""
+        out = []
+        for i in range(0, images.shape[0], self.batch_size):
+            batch = self.prepare(images[i : i + self.batch_size]).to(self.device)
+            (feats,) = self.module(batch)
+            out.append(feats.float().cpu())
+        return torch.cat(out)
+
+
+def statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
+    from torch_fidelity.metric_fid import fid_features_to_statistics
+
+    return fid_features_to_statistics(features)
+
+
+def _cached(ctx: EvalContext, fname: str, compute) -> torch.Tensor:
+    """A tensor from ``<cache_dir>/fid-reference/<fname>``, computed and stored on a miss."""
+    path = Path(ctx.cache_dir) / "fid-reference" / fname if ctx.cache_dir else None
+    if path is not None and path.exists():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["value"]
+        except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+            pass
+    value = compute()
+    if path is not None:
+        from aebench.store.atomic import atomic_torch_save
+
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({"value": value}, path)
+        except OSError:
+            pass  # a read-only results folder still works, only slower next time
+    return value
+
+
+def reference(ctx: EvalContext, ext: Extractor, n: int) -> tuple[torch.Tensor, dict[str, np.ndarray], str]:
+    """Features and FID statistics of the first ``n`` test images (cached on disk), and the cache key."""
+    key = ("fid-ref", ext.name, ext.weights_hash, n)
+    if key not in ctx._cache:
+        images = ctx.test.images[:n].cpu()
+        content = hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+        stem = (f"{ctx.test.name}-{ctx.test.split}-n{n}-{ext.kind}-{ext.weights_hash[:12]}-{content}"
+                f"-v{REF_CACHE_VERSION}")
+        feats = _cached(ctx, f"{stem}.pt", lambda: ext.features(images))
+        ctx._cache[key] = (feats, statistics(feats), stem)
+    return ctx._cache[key]
+
+
+def knn_radii(feats: torch.Tensor, k: int, batch: int = 1000) -> torch.Tensor:
+    """Distance of each point to its k-th nearest other point (the point itself is the 0th), as torch-fidelity."""
+    if len(feats) < k + 1:
+        raise AebenchError(f"precision/recall with prc_neighborhood={k} needs more than {k} images, got {len(feats)}")
+    return torch.cat([torch.cdist(feats[i : i + batch], feats).topk(k + 1, dim=1, largest=False).values[:, -1]
+                      for i in range(0, len(feats), batch)])
+
+
+def precision_recall(gen: torch.Tensor, real: torch.Tensor, real_radii: torch.Tensor, k: int,
+                     batch: int = 1000) -> tuple[float, float]:
+    """Improved precision/recall (Kynkaanniemi et al. 2019) exactly as torch-fidelity's ``prc`` computes it.
+
+    Precision: share of generated points inside some real point's k-NN ball; recall: share of real points
+    inside some generated point's ball. Re-implemented only to reuse the real radii and to take the k-th
+    distance by ``topk`` (``kthvalue`` is 4x slower on a CPU); a test checks it equals torch-fidelity.
+    """
+    gen_radii = knn_radii(gen, k, batch)
+    precise = torch.zeros(len(gen), dtype=torch.bool)
+    recalled = torch.zeros(len(real), dtype=torch.bool, device=real.device)
+    for i in range(0, len(gen), batch):
+        d = torch.cdist(gen[i : i + batch], real)
+        precise[i : i + batch] = (d <= real_radii[None, :]).any(1).cpu()
+        recalled |= (d <= gen_radii[i : i + batch, None]).any(0)
+    return float(precise.float().mean()), float(recalled.float().mean())
+
+
+def compare(gen: torch.Tensor, real: torch.Tensor, real_stats: dict[str, np.ndarray], kid: bool, prc: bool,
+            kid_subsets: int = 100, kid_subset_size: int = 1000, prc_neighborhood: int = 3,
+            real_radii: torch.Tensor | None = None) -> dict[str, float]:
+    """FID (and KID, precision/recall) between generated and real features (CPU or device tensors)."""
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    out = {"fid": fid_statistics_to_metric(statistics(gen.cpu()), real_stats, False)["frechet_inception_distance"]}
+    if kid:
+        size = min(kid_subset_size, len(gen), len(real))
+        r = kid_features_to_metric(gen.cpu(), real.cpu(), kid_subsets=kid_subsets, kid_subset_size=size,
+                                   rng_seed=KID_SEED, verbose=False)
+        out["kid"], out["kid_std"] = r["kernel_inception_distance_mean"], r["kernel_inception_distance_std"]
+    if prc:
+        if real_radii is None:
+            real_radii = knn_radii(real, prc_neighborhood)
+        out["precision"], out["recall"] = precision_recall(gen, real, real_radii, prc_neighborhood)
+    return out
+
+
+def fid(ctx: EvalContext, extractor: str = "auto", n_samples: int | None = None,
+        feature_extractor_weights_path: str | None = None, recon: bool = True, kid: bool = True,
+        prc: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000,
+        prc_neighborhood: int = 3) -> dict[str, Any]:
+    """FID/KID/precision-recall of each sampler's images and of the reconstructions, against the test set.
+
+    ``extractor``: auto (digits for 28x28 grayscale, else inception), digits or inception (needs
+    ``feature_extractor_weights_path``). ``n_samples``: generated images per sampler (default: the suite's
+    ``eval.n_samples``, 10,000); the reference is the first ``n_samples`` test images.
+    """
+    kind = resolve_extractor(extractor, ctx.test.shape)
+    n = int(n_samples or ctx.n_samples)
+    if n < 2:
+        raise AebenchError(f"fid needs n_samples >= 2, got {n}")
+    # small batches keep the digits CNN's activations in the CPU cache; GPUs and Inception take the suite's
+    batch = 256 if kind == "digits" and ctx.device.type == "cpu" else ctx.batch_size
+    ext = Extractor(kind, ctx.device, feature_extractor_weights_path, batch)
+    n_ref = min(n, len(ctx.test))
+    real, real_stats, stem = reference(ctx, ext, n_ref)
+    real_dev = real.to(ctx.device)
+    radii = None
+    if prc:
+        radii = _cached(ctx, f"{stem}-radii-k{prc_neighborhood}.pt",
+                        lambda: knn_radii(real_dev, prc_neighborhood).cpu()).to(ctx.device)
+    sources: dict[str, torch.Tensor] = {s: ctx.samples(s, n) for s in ctx.samplers}
+    if recon:
+        sources["recon"] = ctx.reconstructions("test")[:n_ref]
+    out: dict[str, Any] = {}
+    kid_std: dict[str, float] = {}
+    for name, images in sources.items():
+        r = compare(ext.features(images).to(ctx.device), real_dev, real_stats, kid, prc, kid_subsets,
+                    kid_subset_size, prc_neighborhood, radii)
+        out[name] = r["fid"]
+        if kid:
+            out[f"kid_{name}"] = r["kid"]
+            kid_std[name] = r["kid_std"]
+        if prc:
+            out[f"precision_{name}"], out[f"recall_{name}"] = r["precision"], r["recall"]
+    if kid:
+        out["kid_std"] = kid_std
+    out["setup"] = {"extractor": ext.name, "weights_sha256": ext.weights_hash, "n_samples": n, "n_reference": n_ref,
+                    "kid_subset_size": min(kid_subset_size, n, n_ref) if kid else None}
+    return out

@@ -1,0 +1,118 @@
+"""README.md of a report: the same tables as the HTML, figures and grids as PNG files beside it."""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from aebench.report.table import MISSING, NOT_APPLICABLE, Table
+from aebench.store.atomic import atomic_write_text
+
+
+def esc(text: object) -> str:
+    """User-supplied text inside markdown: HTML-escaped (GitHub renders raw HTML) and table-safe."""
+    s = " ".join(str(text).split())
+    return html.escape(s, quote=False).replace("|", "\\|").replace("[", "\\[").replace("]", "\\]")
+
+
+def fence(text: str, lang: str = "") -> str:
+    """A code block whose fence is longer than any run of backticks inside the text."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    f = "`" * max(3, longest + 1)
+    return f"{f}{lang}\n{text.rstrip()}\n{f}"
+
+
+def table_markdown(t: Table) -> str:
+    if t.rows.empty:
+        return "_No finished jobs._"
+    heads = t.identity_headers + [t.header(k) for k in t.keys]
+    align = ["---"] * len(t.group) + ["---:"] * (1 + len(t.keys))
+    lines = ["| " + " | ".join(esc(h) for h in heads) + " |", "|" + "|".join(align) + "|"]
+    for i in range(len(t.rows)):
+        cells = [esc(c) for c in t.identity(i)]
+        for k in t.keys:
+            c = t.cell(i, k)
+            cells.append(f"**{c}**" if i in t.best.get(k, ()) else c)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_markdown_transposed(t: Table) -> str:
+    """One row per metric, one column per model: readable when there are many metrics."""
+    heads = ["metric"] + [t.column_name(i) for i in range(len(t.rows))]
+    lines = ["| " + " | ".join(esc(h) for h in heads) + " |", "|---|" + "---:|" * len(t.rows)]
+    for k in t.keys:
+        cells = [esc(t.header(k))]
+        for i in range(len(t.rows)):
+            c = t.cell(i, k)
+            cells.append(f"**{c}**" if i in t.best.get(k, ()) else c)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+LEGEND = (f"Mean ± standard deviation over seeds. ↓ lower is better, ↑ higher is better; **bold**: the best in "
+          f"its column (per dataset). {NOT_APPLICABLE}: the metric does not apply; {MISSING}: no value.")
+
+
+def render_markdown(report) -> str:
+    """The whole README as text (deterministic for a given results folder: the golden test relies on it)."""
+    p = report.provenance
+    out = [f"# {esc(report.title)}", ""]
+    if p.description:
+        out += [esc(p.description), ""]
+    counts = ", ".join(f"{n} {s}" for s, n in p.counts.items())
+    out += [f"{sum(p.counts.values())} jobs: {counts}. Open `index.html` for the same report in one file.", ""]
+    out += ["## Comparison", "", table_markdown(report.table), "", LEGEND, ""]
+    if report.not_applicable:
+        out += ["Not applicable:", ""]
+        out += [f"- {esc(lbl)} ({esc(ds)}), {esc(m)}: {esc(r)}" for lbl, ds, m, r in report.not_applicable]
+        out += [""]
+    if report.all_metrics is not None:
+        out += ["## All metrics", "", table_markdown_transposed(report.all_metrics), ""]
+    if report.cost is not None:
+        out += ["## Cost", "", table_markdown(report.cost), ""]
+    if report.figures:
+        out += ["## Figures", ""]
+        for f in report.figures:
+            out += [f"### {esc(f.title)}", "", f"![{esc(f.title)}](figures/{f.path.name})", "", esc(f.caption), ""]
+    if report.grids:
+        out += ["## Samples and reconstructions", ""]
+        for mg in report.grids:
+            out += [f"### {esc(mg.label)} ({esc(mg.dataset)}, seed {mg.seed})", ""]
+            if not mg.grids:
+                out += ["_No images._", ""]
+                continue
+            out += ["| " + " | ".join(esc(g.title) for g in mg.grids) + " |",
+                    "|" + "|".join(":---:" for _ in mg.grids) + "|",
+                    "| " + " | ".join(f"![{esc(g.title)}]({g.rel})" for g in mg.grids) + " |", ""]
+    out += ["## Provenance", ""]
+    out += [f"- suite: {esc(p.suite)} (results folder `{esc(p.folder)}/`, suite file snapshot below)"]
+    if p.commits:
+        out += [f"- aebench commit: {', '.join(f'`{esc(c)}`' for c in p.commits)}"]
+    if p.versions:
+        out += ["- versions: " + ", ".join(f"{esc(k)} {esc(' / '.join(v))}" for k, v in p.versions.items())]
+    if p.python:
+        out += [f"- python: {esc(', '.join(p.python))}"]
+    if p.devices:
+        out += [f"- device: {esc('; '.join(p.devices))}"]
+    if p.started or p.finished:
+        out += [f"- dates: {esc(p.started or '?')} to {esc(p.finished or '?')}"]
+    for fp, n, desc in p.protocols:
+        out += [f"- protocol `{esc(fp)}` ({n} done jobs): {esc(desc)}"]
+    out += [""]
+    if p.problems:
+        out += ["### Jobs not done", "", "| job | model | dataset | seed | status | reason |",
+                "|---|---|---|---:|---|---|"]
+        out += [f"| {esc(j['job_id'])} | {esc(j['label'])} | {esc(j['dataset'])} | {esc(j['seed'])} | "
+                f"{esc(j['status'])} | {esc(j['reason'])} |" for j in p.problems]
+        out += [""]
+    if report.notes:
+        out += ["### Notes", ""] + [f"- {esc(n)}" for n in report.notes] + [""]
+    if p.suite_text:
+        out += ["<details><summary>suite file</summary>", "", fence(p.suite_text, "yaml"), "", "</details>", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_markdown(report, path: Path) -> Path:
+    return atomic_write_text(path, render_markdown(report))

@@ -1,0 +1,307 @@
+"""Reports: table values against pandas computed independently, a golden README.md, escaping, robustness.
+
+``make_job`` writes a job folder by hand (the files the runner writes, then the done marker), so the
+golden results folder is deterministic; set AEBENCH_UPDATE_GOLDEN=1 to rewrite the golden files.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aebench.store import jobdir as files
+from aebench.store.jobdir import JobDir
+from aebench.suite import Job
+
+GOLDEN = Path(__file__).parent / "golden"
+UPDATE = os.environ.get("AEBENCH_UPDATE_GOLDEN") == "1"
+METRICS = [["recon", {}], ["fid", {}], ["kl_w2", {}], ["active_units", {"threshold": 0.02}], ["sharpness", {}],
+           ["nll", {}], ["cost", {}]]
+
+
+def png(seed: int, size: int = 20) -> bytes:
+    from PIL import Image
+
+    im = Image.new("L", (size, size))
+    im.putdata([(i * 7 + seed * 31) % 256 for i in range(size * size)])
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_job(suite_dir: Path, model: str, seed: int, values: dict[str, float], *, label: str | None = None,
+             dataset: str = "synthetic", epochs: int = 2, details: dict[str, Any] | None = None,
+             not_applicable: dict[str, str] | None = None, status: str = "done", suite: str | None = None,
+             metrics: list | None = None, params: dict[str, Any] | None = None) -> Job:
+    """A job folder as the runner leaves it: config, metrics, curve, provenance, grids, then the marker."""
+    job = Job(suite=suite or suite_dir.name, model=model, label=label or model, params=params or {}, dataset=dataset,
+              dataset_options={}, seed=seed, backbone="mlp", backbone_options={"hidden": [32]}, latent_dim=4,
+              likelihood="bernoulli", likelihood_options={},
+              train={"epochs": epochs, "batch_size": 64, "optimizer": "adam", "lr": 0.001, "weight_decay": 0.0,
+                     "grad_clip": None, "checkpoint_every": 1},
+              data={"train_limit": None, "test_limit": None},
+              eval={"samplers": ["prior", "gaussian"], "n_samples": 100, "batch_size": 1000},
+              metrics=[(n, s) for n, s in (metrics or METRICS)])
+    jd = JobDir(suite_dir / job.id)
+    jd.path.mkdir(parents=True)
+    jd.write_json(files.CONFIG, job.config())
+    if status == "failed":
+        jd.mark_failed("out of memory: try a smaller train.batch_size", {"at": "2026-01-01T00:00:00+00:00"})
+        return job
+    jd.write_json(files.METRICS, {"values": values, "details": details or {}, "not_applicable": not_applicable or {},
+                                  "seconds": {}, "sampled_with": ["prior", "gaussian"]})
+    first = 100.0 + seed
+    lines = ["epoch,seconds,loss,reconstruction"] + [f"{e}.0,{e * 0.5},{first - 3 * e},{first - 3 * e - 1}"
+                                                     for e in range(1, epochs + 1)]
+    (jd / files.CURVE).write_text("\n".join(lines) + "\n")
+    jd.write_json(files.PROVENANCE, {
+        "versions": {"aebench": "0.1.0", "torch": "2.0.0"}, "git_commit": "0123456789abcdef", "device": "cpu (test)",
+        "seed": seed, "started": f"2026-01-01T00:0{seed}:00+00:00", "finished": f"2026-01-01T00:0{seed}:30+00:00",
+        "python": "3.11.0", "host": "test", "epochs": epochs})
+    (jd / files.CHECKPOINT).write_bytes(b"not a real checkpoint")
+    for i, name in enumerate(["samples-prior", "samples-gaussian", "reconstructions", "interpolation",
+                              "samples-epoch-first", "samples-epoch-last"]):
+        (jd / f"{name}.png").write_bytes(png(seed * 10 + i))
+    jd.mark_done()
+    if status == "damaged":
+        (jd / files.METRICS).write_text(json.dumps({"values": {"recon/mse": 0.0}}))  # checksum no longer matches
+    return job
+
+
+def golden_results(root: Path) -> Path:
+    """A deterministic results folder: ae, vae and a grid-point label, two seeds, a failed and a damaged job."""
+    d = root / "golden-suite"
+    d.mkdir(parents=True)
+    (d / "suite.yaml").write_text("version: 1\nname: golden-suite\ndescription: hand-made results for tests\n"
+                                  "datasets: [synthetic]\nmodels: [ae, vae]\n")
+    for seed, (ae_mse, vae_mse) in enumerate([(0.010, 0.020), (0.012, 0.024)]):
+        common = {"cost/params": 1000.0, "sharpness/data": 0.5}
+        make_job(d, "ae", seed, {**common, "recon/mse": ae_mse, "recon/bce": 70.0 + seed, "fid/prior": 90.0 + seed,
+                                 "fid/gaussian": 30.0 + 2 * seed, "kl_w2/kl": 12.0, "kl_w2/w2": 3.0 + seed,
+                                 "active_units/count": 4.0, "sharpness/prior": 0.2, "sharpness/recon": 0.3,
+                                 "sharpness/ratio_prior": 0.4, "sharpness/ratio_recon": 0.6},
+                 details={"active_units/variances": [0.5, 0.3, 0.2, 0.1]},
+                 not_applicable={"nll": "the encoder is deterministic"})
+        make_job(d, "vae", seed, {**common, "recon/mse": vae_mse, "recon/bce": 75.0, "fid/prior": 40.0 - seed,
+                                  "fid/gaussian": 35.0, "kl_w2/kl": 0.5, "kl_w2/w2": 0.4, "nll/nats": 80.0 + seed,
+                                  "active_units/count": 2.0, "sharpness/prior": 0.1, "sharpness/recon": 0.15,
+                                  "sharpness/ratio_prior": 0.2, "sharpness/ratio_recon": 0.3},
+                 details={"active_units/variances": [0.4, 0.05, 0.001, 0.0005]})
+    make_job(d, "vae", 0, {"recon/mse": 0.03}, label="vae[beta=4]", params={"beta": 4},
+             details={"active_units/variances": [0.3, 0.001, 0.001, 0.001]})
+    make_job(d, "ae", 7, {}, status="failed")
+    make_job(d, "vae", 8, {"recon/mse": 0.5}, status="damaged")
+    return d
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory) -> Path:
+    """A real run: ae and vae on the synthetic set, two seeds, plus a failed and a damaged job by hand."""
+    from aebench.cli import main
+
+    tmp = tmp_path_factory.mktemp("report")
+    suite = tmp / "tiny.yaml"
+    suite.write_text("version: 1\nname: tiny\ndatasets: [synthetic]\nlatent_dim: 4\n"
+                     "backbone: {name: mlp, hidden: [16]}\nmodels: [ae, vae]\nseeds: [0, 1]\n"
+                     "train: {epochs: 2, batch_size: 128}\neval: {n_samples: 50, samplers: [prior, gaussian]}\n"
+                     "metrics: [recon]\n")
+    assert main(["run", str(suite), "--results", str(tmp / "results"), "--no-progress"]) == 0
+    d = tmp / "results" / "tiny"
+    make_job(d, "ae", 5, {}, status="failed", suite="tiny", metrics=[["recon", {}]])
+    make_job(d, "vae", 6, {"recon/mse": 0.0}, status="damaged", suite="tiny", metrics=[["recon", {}]])
+    return d
+
+
+def expected_summary(results_csv: Path):
+    """Mean and sample std per model over the done jobs, computed straight from results.csv."""
+    import pandas as pd
+
+    df = pd.read_csv(results_csv)
+    df = df[df["status"] == "done"]
+    return df.groupby("label")[["recon/mse", "recon/bce"]].agg(["mean", "std", "count"])
+
+
+def test_report_table_matches_pandas(tiny_results: Path, tmp_path: Path) -> None:
+    from aebench.report import build_report
+    from aebench.store.table import write_results_csv
+
+    write_results_csv(tiny_results)  # the hand-made failed and damaged jobs join the table
+    expect = expected_summary(tiny_results / "results.csv")
+    assert set(expect.index) == {"ae", "vae"} and (expect[("recon/mse", "count")] == 2).all()
+    out = build_report(tiny_results, tmp_path / "report")
+    assert out.report.table.keys == ["recon/mse"]  # the headline table; every metric in the transposed one
+    rows = out.report.all_metrics.rows.set_index("label")
+    for label in ("ae", "vae"):
+        for key in ("recon/mse", "recon/bce"):
+            assert rows.loc[label, f"{key} mean"] == pytest.approx(expect.loc[label, (key, "mean")], rel=1e-12)
+            assert rows.loc[label, f"{key} std"] == pytest.approx(expect.loc[label, (key, "std")], rel=1e-12)
+        assert rows.loc[label, "seeds"] == 2
+
+    readme = (tmp_path / "report" / "README.md").read_text()
+    best = expect[("recon/mse", "mean")].idxmin()
+    for label in ("ae", "vae"):
+        m, s = expect.loc[label, ("recon/mse", "mean")], expect.loc[label, ("recon/mse", "std")]
+        cell = f"{m:.4g} ± {s:.2g}"
+        cell = f"**{cell}**" if label == best else cell
+        assert re.search(rf"^\| {label} \| 2 \| {re.escape(cell)} \|", readme, re.M), (label, cell, readme)
+    assert "recon/mse ↓" in readme
+    # failed and damaged jobs are listed apart, with their reasons, and never counted
+    assert "| failed | out of memory: try a smaller train.batch_size |" in readme
+    assert re.search(r"\| damaged \| damaged .*metrics\.json \(checksum mismatch\) \|", readme)
+    assert "6 jobs: 4 done, 1 failed, 1 damaged" in readme
+    # figures and grids exist beside the README
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", readme):
+        assert (tmp_path / "report" / rel).is_file(), rel
+    assert "figures/headline.png" in readme and "figures/curves.png" in readme
+    assert not out.report.notes, out.report.notes
+
+
+def test_html_is_self_contained_and_decodes(tiny_results: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from aebench.report import build_report
+
+    out = build_report(tiny_results, tmp_path / "r")
+    text = out.html.read_text()
+    assert "<script" not in text.lower()
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert len(srcs) >= 2 + 2 * 6  # headline and curves figures, six grids per model
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
+            im.load()
+            assert im.size[0] > 0
+    assert 'id="comparison-table"' in text
+    assert not re.search(r'(src|href)="(?!data:|#)', text), "the report must not link to other files"
+
+
+def test_golden_markdown(tmp_path: Path) -> None:
+    from aebench.report import build_leaderboard, build_report
+
+    d = golden_results(tmp_path)
+    out = build_report(d, tmp_path / "reports" / "golden-suite")
+    board = build_leaderboard(d)
+    for produced, name in ((out.markdown, "report.md"), (d / "leaderboard.md", "leaderboard.md")):
+        text = produced.read_text()
+        golden = GOLDEN / name
+        if UPDATE:
+            golden.write_text(text)
+        assert golden.exists(), f"{golden} missing: run with AEBENCH_UPDATE_GOLDEN=1 once"
+        assert text == golden.read_text(), f"{name} differs from {golden} (AEBENCH_UPDATE_GOLDEN=1 to accept)"
+    assert board.metric == "fid/gaussian"
+    # the figures that have their keys were drawn
+    names = {f.name for f in out.report.figures}
+    assert {"headline", "tradeoff", "kl-w2", "active-units", "sharpness", "curves"} <= names
+    assert "encoder-codes" not in names
+    assert not out.report.notes, out.report.notes
+
+
+def test_golden_values_by_hand(tmp_path: Path) -> None:
+    """The golden file's key numbers, checked against arithmetic rather than against itself."""
+    from aebench.report import build_report
+
+    out = build_report(golden_results(tmp_path), tmp_path / "rep")
+    rows = out.report.table.rows.set_index("label")
+    assert rows.loc["ae", "recon/mse mean"] == pytest.approx(0.011)
+    assert rows.loc["ae", "recon/mse std"] == pytest.approx(math.sqrt(2) * 0.001)
+    assert rows.loc["vae[beta=4]", "seeds"] == 1 and math.isnan(rows.loc["vae[beta=4]", "recon/mse std"])
+    t = out.report.table
+    order = list(t.rows["label"])
+    assert t.best["recon/mse"] == {order.index("ae")}
+    assert t.best["fid/prior"] == {order.index("vae")}  # 39.5 against 90.5
+    assert t.cell(order.index("ae"), "nll/nats") == "n/a"
+    assert t.cell(order.index("vae[beta=4]"), "nll/nats") == "–"
+
+
+def test_user_supplied_names_are_escaped(tmp_path: Path) -> None:
+    from aebench.report import build_leaderboard, build_report
+
+    d = tmp_path / "evil"
+    d.mkdir()
+    bad = '<script>alert("x")</script>&'
+    make_job(d, "ae", 0, {"recon/mse": 0.1}, label=bad, suite="<img src=x onerror=alert(1)>")
+    make_job(d, "vae", 0, {"recon/mse": 0.2})
+    out = build_report(d, tmp_path / "out")
+    text = out.html.read_text()
+    assert "<script" not in text and "<img src=x" not in text
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in text
+    md = out.markdown.read_text()
+    assert "<script>" not in md and "&lt;script&gt;" in md
+    build_leaderboard(d)
+    board = (d / "leaderboard.md").read_text()
+    assert "<script>" not in board and "&lt;script&gt;" in board
+
+
+def test_only_broken_jobs_and_out_folder_safety(tmp_path: Path) -> None:
+    from aebench.errors import AebenchError
+    from aebench.report import build_report
+
+    d = tmp_path / "broken"
+    d.mkdir()
+    make_job(d, "ae", 0, {}, status="failed")
+    make_job(d, "vae", 0, {"recon/mse": 0.1}, status="damaged")
+    (d / "garbage-job").mkdir()
+    (d / "garbage-job" / "config.json").write_text("{not json")
+    out = build_report(d, tmp_path / "out")
+    md = out.markdown.read_text()
+    assert "_No finished jobs._" in md and "3 jobs: 1 failed, 2 damaged" in md
+    assert "unreadable" in md and "garbage-job" in md
+    # a second report replaces the first; a folder the report did not write is refused
+    build_report(d, tmp_path / "out")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(AebenchError, match="not written by `aebench report`"):
+        build_report(d, other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "staging folders left behind"
+
+
+def test_cli_report(tiny_results: Path, tmp_path: Path, capsys) -> None:
+    from aebench.cli import main
+
+    assert main(["report", str(tiny_results), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "index.html").is_file() and (tmp_path / "rep" / "README.md").is_file()
+    assert "index.html" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
+    assert "no such results folder" in capsys.readouterr().err
+
+
+def test_encoder_codes_from_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """For the N-M-N encoder suite the report encodes each pattern with the saved model."""
+    from aebench.cli import main
+
+    suite = tmp_path / "enc.yaml"
+    suite.write_text("version: 1\nname: enc\ndatasets: [{name: encoder, n: 4}]\nlatent_dim: 2\n"
+                     "backbone: {name: mlp, hidden: []}\nmodels: [ae]\nseeds: [0]\n"
+                     "train: {epochs: 2, batch_size: 4}\neval: {n_samples: 8, samplers: [prior]}\nmetrics: [recon]\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(suite), "--results", "results", "--no-progress", "--report"]) == 0
+    from aebench.report.figures import compute_codes
+
+    job = next(p for p in (tmp_path / "results" / "enc").iterdir() if (p / "config.json").exists())
+    codes = compute_codes(job, json.loads((job / "config.json").read_text()))
+    assert len(codes) == 4 and all(len(c) == 2 for c in codes)
+    md = (tmp_path / "reports" / "enc" / "README.md").read_text()
+    assert "figures/encoder-codes.png" in md
+    # without its checkpoint (shipped results), the codes cannot be computed: a note, not a crash
+    import aebench.report.figures as figures
+
+    def no_checkpoint(*_args):
+        raise FileNotFoundError("no checkpoint.pt")
+
+    monkeypatch.setattr(figures, "compute_codes", no_checkpoint)
+    from aebench.report.results import load_results
+
+    notes: list[str] = []
+    drawn = figures.draw_all(load_results(tmp_path / "results" / "enc"), tmp_path / "figs", notes)
+    assert "encoder-codes" not in {f.name for f in drawn}
+    assert notes == ["encoder codes of ae: FileNotFoundError: no checkpoint.pt"]
