@@ -173,3 +173,18 @@ def test_strip_drops_checkpoints_and_the_jobs_stay_done(tiny_suite, tmp_path, ca
         assert json.loads((d / "done").read_text())["stripped"] == ["checkpoint.pt"]
     assert _run(str(tiny_suite), "--results", str(results)) == 0
     assert "2 already done, 0 to run" in capsys.readouterr().err
+
+
+def test_bf16_autocast_option_trains_and_is_part_of_the_job_hash(tiny_suite, tmp_path):
+    """The GPU's mixed-precision path, exercised on the CPU (autocast supports bf16 there too)."""
+    from aebench.suite import load_suite
+
+    fp32 = load_suite(tiny_suite).jobs()
+    bf16 = load_suite(tiny_suite, overrides=["train.precision=bf16"]).jobs()
+    assert {j.id for j in fp32}.isdisjoint(j.id for j in bf16)
+    results = tmp_path / "results"
+    assert _run(str(tiny_suite), "--results", str(results), "--set", "train.precision=bf16") == 0
+    table = pd.read_csv(results / "tiny" / "results.csv")
+    assert set(table["status"]) == {"done"} and (table["recon/mse"] < 1).all()
+    with pytest.raises(Exception, match="unknown precision 'fp8'; allowed: fp32, bf16"):
+        load_suite(tiny_suite, overrides=["train.precision=fp8"])
