@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aebench.errors import AebenchError
 from aebench.report import keys as K
-from aebench.report.markdown_report import esc
+from aebench.report.markdown_report import esc, jobs_not_done_table, md_table
 from aebench.report.results import Results, describe_protocol, load_results
 from aebench.report.table import fmt
 from aebench.store.atomic import atomic_write_text
@@ -166,16 +166,12 @@ def to_markdown(board: Board) -> str:
     for s in board.sections:
         title = "Ranking" if s.main else "Other protocol (not comparable with the ranking above)"
         out += [f"## {title}: protocol `{esc(s.protocol)}`", "", esc(s.description), ""]
-        out += ["| " + " | ".join(esc(c) for c in cols) + " |",
-                "|" + "|".join(["---:", "---", "---", "---:", "---:"] + ["---:"] * len(board.extras)) + "|"]
-        out += ["| " + " | ".join(esc(c) for c in _cells(board, r)) + " |" for _, r in s.rows.iterrows()]
-        out += [""]
+        out += md_table(cols, ["---:", "---", "---", "---:", "---:"] + ["---:"] * len(board.extras),
+                        [[esc(c) for c in _cells(board, r)] for _, r in s.rows.iterrows()]) + [""]
     if board.not_done:
-        out += ["## Not ranked: jobs not done", "", "| job | model | dataset | status | reason |",
-                "|---|---|---|---|---|"]
-        out += [f"| {esc(j['job_id'])} | {esc(j['model'])} | {esc(j['dataset'])} | {esc(j['status'])} | "
-                f"{esc(j['reason'])} |" for j in board.not_done]
-        out += [""]
+        out += ["## Not ranked: jobs not done", ""]
+        out += jobs_not_done_table(board.not_done, {"model": "model", "dataset": "dataset", "status": "status",
+                                                    "reason": "reason"}) + [""]
     return "\n".join(out).rstrip() + "\n"
 
 

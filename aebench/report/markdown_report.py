@@ -23,32 +23,44 @@ def fence(text: str, lang: str = "") -> str:
     return f"{f}{lang}\n{text.rstrip()}\n{f}"
 
 
+def md_table(heads: list[str], aligns: list[str], rows: list[list[str]]) -> list[str]:
+    """The lines of a markdown table; ``heads`` are escaped here, ``rows`` hold rendered (escaped) cells.
+
+    ``aligns`` are markdown alignment cells, one per column (``---``, ``---:``, ``:---:``).
+    """
+    return (["| " + " | ".join(esc(h) for h in heads) + " |", "|" + "|".join(aligns) + "|"]
+            + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
+def jobs_not_done_table(jobs: list[dict], columns: dict[str, str]) -> list[str]:
+    """Failed, damaged, running and pending jobs with their reasons, one row each.
+
+    ``columns`` maps each header to the job record's key (the report shows labels as 'model').
+    """
+    return md_table(["job", *columns], ["---"] + ["---:" if k == "seed" else "---" for k in columns.values()],
+                    [[esc(j["job_id"]), *(esc(j[k]) for k in columns.values())] for j in jobs])
+
+
 def table_markdown(t: Table) -> str:
     if t.rows.empty:
         return "_No finished jobs._"
     heads = t.identity_headers + [t.header(k) for k in t.keys]
     align = ["---"] * len(t.group) + ["---:"] * (1 + len(t.keys))
-    lines = ["| " + " | ".join(esc(h) for h in heads) + " |", "|" + "|".join(align) + "|"]
-    for i in range(len(t.rows)):
-        cells = [esc(c) for c in t.identity(i)]
-        for k in t.keys:
-            c = t.cell(i, k)
-            cells.append(f"**{c}**" if i in t.best.get(k, ()) else c)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[esc(c) for c in t.identity(i)] + [_marked(t, i, k) for k in t.keys] for i in range(len(t.rows))]
+    return "\n".join(md_table(heads, align, rows))
+
+
+def _marked(t: Table, i: int, key: str) -> str:
+    """Row ``i``'s cell of ``key``, in bold where it is the best of its column."""
+    c = t.cell(i, key)
+    return f"**{c}**" if i in t.best.get(key, ()) else c
 
 
 def table_markdown_transposed(t: Table) -> str:
     """One row per metric, one column per model: readable when there are many metrics."""
     heads = ["metric"] + [t.column_name(i) for i in range(len(t.rows))]
-    lines = ["| " + " | ".join(esc(h) for h in heads) + " |", "|---|" + "---:|" * len(t.rows)]
-    for k in t.keys:
-        cells = [esc(t.header(k))]
-        for i in range(len(t.rows)):
-            c = t.cell(i, k)
-            cells.append(f"**{c}**" if i in t.best.get(k, ()) else c)
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[esc(t.header(k))] + [_marked(t, i, k) for i in range(len(t.rows))] for k in t.keys]
+    return "\n".join(md_table(heads, ["---"] + ["---:"] * len(t.rows), rows))
 
 
 LEGEND = (f"Mean ± standard deviation over seeds. ↓ lower is better, ↑ higher is better; **bold**: the best in "
@@ -83,9 +95,8 @@ def render_markdown(report) -> str:
             if not mg.grids:
                 out += ["_No images._", ""]
                 continue
-            out += ["| " + " | ".join(esc(g.title) for g in mg.grids) + " |",
-                    "|" + "|".join(":---:" for _ in mg.grids) + "|",
-                    "| " + " | ".join(f"![{esc(g.title)}]({g.rel})" for g in mg.grids) + " |", ""]
+            out += md_table([g.title for g in mg.grids], [":---:"] * len(mg.grids),
+                            [[f"![{esc(g.title)}]({g.rel})" for g in mg.grids]]) + [""]
     out += ["## Provenance", ""]
     out += [f"- suite: {esc(p.suite)} (results folder `{esc(p.folder)}/`, suite file snapshot below)"]
     if p.commits:
@@ -102,11 +113,9 @@ def render_markdown(report) -> str:
         out += [f"- protocol `{esc(fp)}` ({n} done jobs): {esc(desc)}"]
     out += [""]
     if p.problems:
-        out += ["### Jobs not done", "", "| job | model | dataset | seed | status | reason |",
-                "|---|---|---|---:|---|---|"]
-        out += [f"| {esc(j['job_id'])} | {esc(j['label'])} | {esc(j['dataset'])} | {esc(j['seed'])} | "
-                f"{esc(j['status'])} | {esc(j['reason'])} |" for j in p.problems]
-        out += [""]
+        out += ["### Jobs not done", ""]
+        out += jobs_not_done_table(p.problems, {"model": "label", "dataset": "dataset", "seed": "seed",
+                                                "status": "status", "reason": "reason"}) + [""]
     if report.notes:
         out += ["### Notes", ""] + [f"- {esc(n)}" for n in report.notes] + [""]
     if p.suite_text:
