@@ -117,9 +117,10 @@ class SlurmTask:
         prepare_process(run, threads)
         outcome = run_config(config, run)
         if self.interrupted and "not requeued" not in outcome.reason:  # else: out of requeues, a real failure
-            # submitit's signal handler requeued this task and raised SystemExit inside the job, which
-            # recorded it as a failure. It is not one: the requeued task continues from resume.pt.
-            # (If run_job let SystemExit through, this line would not be reached, and nothing is lost.)
+            # submitit's signal handler requeued this task. run_job lets its SystemExit through, so we
+            # get here only when the interruption surfaced as another error (the requeue command killed
+            # by Slurm's own stop, say) and was recorded as a failure. It is not one: the requeued task
+            # continues from resume.pt.
             _forget_interruption(job_dir)
             raise SystemExit(-1)
         try:  # under the suite's lock: the last task to finish writes the whole table
