@@ -278,9 +278,14 @@ def encoder_codes(res: Results, out: Path, notes: list[str]) -> Figure | None:
     import numpy as np
 
     plt, sns = _plt()
-    fig, axes = plt.subplots(1, len(panels), figsize=(0.5 + 2.6 * len(panels), 3.6), squeeze=False)
-    for ax, (label, codes) in zip(axes[0], panels):
+    ncols = min(len(panels), 7)
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(0.5 + 2.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    for ax, (label, codes) in zip(axes.flat, panels):
         arr = np.asarray(codes, dtype=float)
+        label = f"{label} ({arr.shape[0]}-{arr.shape[1]}-{arr.shape[0]})"
         with warnings.catch_warnings():  # seaborn 0.13 calls a colormap method matplotlib 3.11 deprecates
             warnings.simplefilter("ignore", PendingDeprecationWarning)
             sns.heatmap(arr, annot=arr.shape[0] * arr.shape[1] <= 64, fmt=".1f", cmap="vlag", center=0, cbar=False,

@@ -23,7 +23,7 @@ ACTIVE_UNITS_METRIC = "active_units"
 ACTIVE_UNITS_VARIANCES = "active_units/variances"  # details: per-dimension Var_x(E[z|x])
 ACTIVE_UNITS_THRESHOLD = "threshold"  # the metric's setting (config.json metrics options)
 DEFAULT_ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if its variance exceeds 0.01
-ENCODER_CODES = "encoder/codes"  # details: hidden codes per pattern (N x M), if a metric ever provides them
+ENCODER_CODES = "codes/items"  # details of the `codes` metric: the hidden code of each pattern (N x M)
 ENCODER_DATASET = "encoder"  # the N-M-N encoder task: its codes are computed from checkpoint.pt
 
 # -- leaderboard -----------------------------------------------------------------------------------------
