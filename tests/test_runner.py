@@ -188,3 +188,25 @@ def test_bf16_autocast_option_trains_and_is_part_of_the_job_hash(tiny_suite, tmp
     assert set(table["status"]) == {"done"} and (table["recon/mse"] < 1).all()
     with pytest.raises(Exception, match="unknown precision 'fp8'; allowed: fp32, bf16"):
         load_suite(tiny_suite, overrides=["train.precision=fp8"])
+
+
+def test_encoder_task_records_each_patterns_code(write_suite, tmp_path):
+    suite = write_suite(textwrap.dedent("""\
+        version: 1
+        name: enc
+        datasets: [{name: encoder, n: 8, latent_dim: 3}]
+        backbone: {name: mlp, hidden: [], code_activation: sigmoid}
+        models: [ae]
+        train: {epochs: 300, batch_size: 8, lr: 0.1, checkpoint_every: 100}
+        eval: {samplers: [prior], n_samples: 16, batch_size: 8}
+        metrics: [recon, codes]
+    """))
+    results = tmp_path / "results"
+    assert _run(str(suite), "--results", str(results)) == 0
+    metrics = json.loads(next((results / "enc").glob("ae-*/metrics.json")).read_text())
+    codes = metrics["details"]["codes/items"]
+    assert metrics["details"]["codes/labels"] == list(range(8))
+    assert len(codes) == 8 and all(len(c) == 3 and all(0 <= v <= 1 for v in c) for c in codes)
+    # 300 full-batch Adam steps separate the 8 patterns: every pattern gets its own code
+    assert len({tuple(round(v, 1) for v in c) for c in codes}) == 8
+    assert metrics["values"]["recon/mse"] < 0.05

@@ -155,3 +155,15 @@ def test_shipped_suites_validate(path):
         pytest.fail(f"{path} is missing")
     suite = load_suite(full)
     assert suite.jobs()
+
+
+def test_a_dataset_may_set_its_own_latent_size(write_suite):
+    text = BASE.replace("datasets: [synthetic]", "datasets:\n  - {name: encoder, n: 8, latent_dim: 3}\n"
+                        "  - {name: encoder, n: 10, latent_dim: 4}\n  - synthetic")
+    jobs = load_suite(write_suite(text), models=["ae"], seeds=[0]).jobs()
+    assert [(j.dataset, j.dataset_options, j.latent_dim) for j in jobs] == [
+        ("encoder", {"n": 8}, 3), ("encoder", {"n": 10}, 4), ("synthetic", {}, 4)]
+    assert len({j.protocol for j in jobs}) == 3
+    bad = write_suite(BASE.replace("datasets: [synthetic]", "datasets: [{name: synthetic, latent_dim: 0}]"))
+    with pytest.raises(SuiteError, match=r"datasets\[0\].latent_dim: must be > 0, got 0"):
+        load_suite(bad)
