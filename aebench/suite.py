@@ -123,14 +123,12 @@ class Suite:
         for spec in self.models:
             for params, label in _grid_points(spec):
                 for ds in self.datasets:
-                    options = dict(ds.options)
-                    latent = options.pop("latent_dim", self.latent_dim)
                     for seed in self.seeds:
                         jobs.append(Job(
                             suite=self.name, model=spec.name, label=label, params=params,
-                            dataset=ds.name, dataset_options=options, seed=seed,
+                            dataset=ds.name, dataset_options=loader_options(ds), seed=seed,
                             backbone=self.backbone.name, backbone_options=dict(self.backbone.options),
-                            latent_dim=latent, likelihood=self.likelihood.name,
+                            latent_dim=ds.options.get("latent_dim", self.latent_dim), likelihood=self.likelihood.name,
                             likelihood_options=dict(self.likelihood.options),
                             train=asdict(self.train),
                             data={"train_limit": self.data.train_limit, "test_limit": self.data.test_limit},
@@ -138,6 +136,11 @@ class Suite:
                             metrics=[(m.name, dict(m.options)) for m in self.metrics],
                         ))
         return jobs
+
+
+def loader_options(dataset: NamedSpec) -> dict[str, Any]:
+    """A dataset entry's options for its loader: all but ``latent_dim``, which sets the protocol."""
+    return {k: v for k, v in dataset.options.items() if k != "latent_dim"}
 
 
 @dataclass

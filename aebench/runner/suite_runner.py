@@ -12,7 +12,7 @@ from aebench.errors import AebenchError, SuiteError
 from aebench.runner.job import Outcome
 from aebench.runner.settings import RunSettings
 from aebench.store.atomic import atomic_write_text
-from aebench.suite import Job, Suite
+from aebench.suite import Job, Suite, loader_options
 
 MIN_FREE_MB = 64  # refuse to start below this much free space in the results folder ($AEBENCH_MIN_FREE_MB)
 
@@ -60,8 +60,7 @@ def check_data(suite: Suite, jobs: list[Job], run: RunSettings) -> None:
             continue
         seen.append(key)
         index = next((i for i, ds in enumerate(suite.datasets)
-                      if ds.name == job.dataset
-                      and {k: v for k, v in ds.options.items() if k != "latent_dim"} == job.dataset_options), None)
+                      if ds.name == job.dataset and loader_options(ds) == job.dataset_options), None)
         where = f"datasets[{index}]" if index is not None else "datasets"
         generated = getattr(DATASETS.get(job.dataset), "generated", False)
         for split in ("train", "test"):
