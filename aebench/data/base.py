@@ -86,6 +86,17 @@ def _checksum(images: torch.Tensor, labels: torch.Tensor | None) -> str:
     return h.hexdigest()
 
 
+def cache_file(name: str, split: str, root: str | os.PathLike | None = None,
+               options: dict | None = None) -> Path | None:
+    """Where ``load`` caches a split, or None for splits it does not cache (loader options, generated sets)."""
+    from aebench.registry import DATASETS
+
+    name = DATASETS.canonical(name)
+    if options or getattr(DATASETS.get(name), "generated", False):
+        return None
+    return _cache_path(data_root(root), name, split)
+
+
 def load(
     name: str,
     split: str,
@@ -106,9 +117,8 @@ def load(
     loader = DATASETS.get(name)
     base = data_root(root)
     options = dict(options or {})
-    cacheable = not options and not getattr(loader, "generated", False)
-    cache = _cache_path(base, name, split)
-    if cacheable and cache.exists():
+    cache = cache_file(name, split, root, options)
+    if cache is not None and cache.exists():
         try:
             blob = torch.load(cache, map_location="cpu", weights_only=True)
             if blob.get("sha256") == _checksum(blob["images"], blob.get("labels")):
@@ -124,7 +134,7 @@ def load(
         raise AebenchError(f"dataset {name!r} does not take options {sorted(options)}: {exc}") from None
     if images.dtype != torch.uint8 or images.dim() != 4:
         raise AebenchError(f"dataset {name!r} loader returned {images.dtype} {tuple(images.shape)}, want uint8 NCHW")
-    if cacheable:
+    if cache is not None:
         try:
             atomic_torch_save(
                 {"images": images, "labels": labels, "sha256": _checksum(images, labels)}, cache

@@ -50,8 +50,7 @@ def check_data(suite: Suite, jobs: list[Job], run: RunSettings) -> None:
     refused before the first job trains, naming the suite field. Loading fills the dataset cache the
     jobs then read; a split already in the cache is not loaded again here (the job checks its checksum)."""
     from aebench.data import load
-    from aebench.data.base import _cache_path, data_root
-    from aebench.registry import DATASETS
+    from aebench.data.base import cache_file
 
     seen = []
     for job in jobs:
@@ -62,10 +61,9 @@ def check_data(suite: Suite, jobs: list[Job], run: RunSettings) -> None:
         index = next((i for i, ds in enumerate(suite.datasets)
                       if ds.name == job.dataset and loader_options(ds) == job.dataset_options), None)
         where = f"datasets[{index}]" if index is not None else "datasets"
-        generated = getattr(DATASETS.get(job.dataset), "generated", False)
         for split in ("train", "test"):
-            if not job.dataset_options and not generated and \
-                    _cache_path(data_root(run.data_root), DATASETS.canonical(job.dataset), split).exists():
+            cache = cache_file(job.dataset, split, run.data_root, job.dataset_options)
+            if cache is not None and cache.exists():
                 continue
             try:
                 load(job.dataset, split, run.data_root, run.download, job.dataset_options)
