@@ -12,7 +12,7 @@ from scipy import linalg, signal, stats
 from torch import nn
 
 from aebench.data.base import ImageSet
-from aebench.metrics.base import EvalContext, evaluate, key_direction
+from aebench.metrics.base import EvalContext, evaluate
 from aebench.metrics.latent import (
     active_units,
     gaussian_fit,
@@ -27,6 +27,7 @@ from aebench.metrics.sharpness import laplace_variance, sharpness
 from aebench.models.base import Autoencoder, Encoding
 from aebench.models.likelihood import Bernoulli, Gaussian
 from aebench.models.vae import VAE
+from aebench.registry import metric_direction as key_direction
 
 
 def images(n: int, shape=(1, 4, 4), seed: int = 0) -> torch.Tensor:

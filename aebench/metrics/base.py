@@ -19,7 +19,6 @@ import torch
 
 from aebench.data.base import ImageSet
 from aebench.models.base import Autoencoder, Encoding
-from aebench.registry import metric_direction as key_direction  # noqa: F401  (re-exported)
 
 
 class NotApplicable(Exception):
