@@ -52,6 +52,14 @@ metrics: [recon]
 """
 
 
+def suite_text(**fields: str) -> str:
+    """TINY_SUITE with top-level fields replaced or added, values as YAML text:
+    ``suite_text(name="lb", seeds="[0, 1]")``. Tests vary the one small suite instead of copying it."""
+    lines = dict(line.split(": ", 1) for line in TINY_SUITE.splitlines())
+    lines.update(fields)
+    return "".join(f"{k}: {v}\n" for k, v in lines.items())
+
+
 @pytest.fixture
 def tiny_suite(write_suite) -> Path:
     """A suite that trains two models on the synthetic set in about a second."""

@@ -23,25 +23,16 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import suite_text
 
 from aebench.store.jobdir import JobDir
 from aebench.store.table import collect
 
 pytestmark = pytest.mark.slow
 
-SUITE = """\
-version: 1
-name: faults
-datasets: [synthetic]
-latent_dim: 3
-backbone: {name: mlp, hidden: [16]}
-models: [ae, vae]
-seeds: [0, 1]
-train: {epochs: 3, batch_size: 32}
-data: {train_limit: 128, test_limit: 64}
-eval: {n_samples: 64, batch_size: 64}
-metrics: [recon]
-"""
+SUITE = suite_text(name="faults", latent_dim="3", backbone="{name: mlp, hidden: [16]}", seeds="[0, 1]",
+                   train="{epochs: 3, batch_size: 32}", data="{train_limit: 128, test_limit: 64}",
+                   eval="{n_samples: 64, batch_size: 64}")
 N_JOBS, EPOCHS, STEPS = 4, 3, 4  # 128 training images in batches of 32
 
 # How often a full run passes each point; a kill draws its count n from 1..max.

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import suite_text
 
 from aebench.registry import LAUNCHERS
 
@@ -22,18 +23,7 @@ CASES = {
     "slurm": {"poll_seconds": 1, "time": 10, "cpus_per_job": 1},
 }
 
-SUITE = """\
-version: 1
-name: contract
-datasets: [synthetic]
-latent_dim: 4
-backbone: {name: mlp, hidden: [32]}
-models: [ae, vae]
-seeds: [0, 1]
-train: {epochs: 2, batch_size: 64}
-eval: {n_samples: 100, samplers: [prior, gaussian]}
-metrics: [recon]
-"""
+SUITE = suite_text(name="contract", seeds="[0, 1]")
 
 
 def metric_values(suite_dir: Path) -> dict[str, dict[str, float]]:

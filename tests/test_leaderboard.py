@@ -8,24 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import suite_text
 
 from aebench.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN = REPO / "examples" / "my_ae.py"
 
-SUITE = """\
-version: 1
-name: lb
-datasets: [synthetic]
-latent_dim: 4
-backbone: {name: mlp, hidden: [16]}
-models: [ae, vae]
-seeds: [0, 1]
-train: {epochs: 2, batch_size: 128}
-eval: {n_samples: 50, samplers: [prior, gaussian]}
-metrics: [recon]
-"""
+SUITE = suite_text(name="lb", backbone="{name: mlp, hidden: [16]}", seeds="[0, 1]",
+                   train="{epochs: 2, batch_size: 128}", eval="{n_samples: 50, samplers: [prior, gaussian]}")
 
 
 @pytest.fixture

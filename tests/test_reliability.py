@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import suite_text
 
 from aebench import faults
 from aebench.cli import main
@@ -29,19 +30,8 @@ from aebench.store.jobdir import JobDir
 from aebench.store.table import collect, suite_lock, write_results_csv
 from aebench.suite import load_suite
 
-SUITE = """\
-version: 1
-name: rel
-datasets: [synthetic]
-latent_dim: 3
-backbone: {name: mlp, hidden: [16]}
-models: [ae, vae]
-seeds: [0]
-train: {epochs: 2, batch_size: 64}
-data: {train_limit: 192, test_limit: 64}
-eval: {n_samples: 64}
-metrics: [recon]
-"""
+SUITE = suite_text(name="rel", latent_dim="3", backbone="{name: mlp, hidden: [16]}",
+                   data="{train_limit: 192, test_limit: 64}", eval="{n_samples: 64}")
 
 
 def _run(suite: Path, results: Path, *extra: str) -> int:
