@@ -10,9 +10,12 @@ from aebench.errors import AebenchError, SuiteError  # noqa: E402
 from aebench.registry import (  # noqa: E402
     BACKBONES,
     DATASETS,
+    EXTRACTORS,
     LAUNCHERS,
+    LIKELIHOODS,
     METRICS,
     MODELS,
+    OPTIMIZERS,
     SAMPLERS,
     Registry,
 )
@@ -28,4 +31,7 @@ __all__ = [
     "BACKBONES",
     "SAMPLERS",
     "LAUNCHERS",
+    "LIKELIHOODS",
+    "OPTIMIZERS",
+    "EXTRACTORS",
 ]

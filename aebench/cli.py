@@ -21,6 +21,10 @@ EXAMPLES = {
     "strip": "example: aebench strip results/mnist",
     "report": "example: aebench report results/mnist   (writes reports/mnist/index.html and README.md)",
     "leaderboard": "example: aebench leaderboard results/mnist --metric recon/mse",
+    "evaluate": "examples:\n  aebench evaluate suites/mnist.yaml        (current metrics, nothing retrained)\n"
+                "  aebench evaluate suites/mnist.yaml --plugin my_ae.py --checkpoint my_ae.pt --model my-ae\n"
+                "  aebench evaluate suites/mnist.yaml --pythae my_pythae_run/final_model",
+    "migrate": "example: aebench migrate results/mnist",
 }
 
 
@@ -43,6 +47,14 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_seeds, default=None, help="run only these seeds (comma-separated)")
 
 
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--results", default="results", help="results folder (default: results/)")
+    p.add_argument("--data-root", default=None, help="data folder (default: $AEBENCH_DATA or ~/.cache/aebench/data)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-download", action="store_true", help="never download datasets")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aebench", description="Benchmark and evaluate generative autoencoders.",
@@ -58,17 +70,29 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help_, description=help_, epilog=EXAMPLES.get(name),
                               parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    p = add("run", "train and evaluate every job of a suite, writing results/<suite>/")
+    p = add("run", "train what is missing, then evaluate what is missing, writing results/<suite>/")
     _add_suite_args(p)
-    p.add_argument("--results", default="results", help="results folder (default: results/)")
-    p.add_argument("--data-root", default=None, help="data folder (default: $AEBENCH_DATA or ~/.cache/aebench/data)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    _add_run_args(p)
     p.add_argument("--launcher", default=None, help="override the suite's launcher (see `aebench ls launchers`)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--no-wait", action="store_true",
                    help="with a launcher that submits (slurm): return once submitted; follow with aebench status")
     p.add_argument("--report", action="store_true", help="write reports/<suite>/ (aebench report) after the run")
+
+    p = add("evaluate", "compute the suite's metrics for every finished training (trains nothing), or score an "
+            "outside model: a checkpoint (--checkpoint --model) or a pythae folder (--pythae)")
+    _add_suite_args(p)
+    _add_run_args(p)
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="weights (a state dict) of a registered model")
+    p.add_argument("--model", default=None, metavar="NAME", help="the registered model --checkpoint belongs to")
+    p.add_argument("--pythae", default=None, metavar="DIR", help="a folder saved by pythae (model_config.json, "
+                   "model.pt); needs pip install 'aebench[pythae]'")
+    p.add_argument("--label", default=None, help="name of the outside model in reports (default: from the model)")
+    p.add_argument("--dataset", default=None, help="which of the suite's datasets to score on (default: the first)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's random draws (default: 0)")
+
+    p = add("migrate", "convert job folders of the previous layout (one hash over training and evaluation) to "
+            "training ids and evaluation records; nothing is retrained")
+    p.add_argument("results_dir", help="results/<suite>")
 
     p = add("report", "write an HTML and a markdown report (tables, figures, image grids) of a results folder")
     p.add_argument("results_dir", help="results/<suite>")
@@ -84,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suite_args(p)
 
     p = add("ls", "list registered parts with one-line descriptions")
-    p.add_argument("kind", choices=["models", "metrics", "datasets", "backbones", "samplers", "launchers"])
+    p.add_argument("kind", choices=["models", "metrics", "datasets", "backbones", "samplers", "launchers",
+                                    "likelihoods", "optimizers", "extractors"])
+    p.add_argument("--details", default=None, metavar="NAME",
+                   help="with models: the model's objective card (exact loss, reduction, weights, optimisers, paper)")
+    p.add_argument("--markdown", action="store_true",
+                   help="with models: every model's card and defaults, and the samplers, as markdown (docs/models.md)")
 
     p = add("strip", "delete the checkpoints of finished jobs, to share results without weights")
     p.add_argument("results_dir", help="results/<suite>")
@@ -103,7 +132,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from aebench.runner.settings import RunSettings
     from aebench.runner.suite_runner import run_suite, summarize
     from aebench.suite import load_suite
 
@@ -118,12 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise AebenchError(f"--no-wait needs a launcher that hands jobs to a scheduler (slurm); "
                                f"{suite.launcher.name!r} runs them in this command")
         suite.launcher.options["wait"] = False
-    run = RunSettings(results=Path(args.results), data_root=args.data_root or suite.data.root,
-                      device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
-                      download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins))
-    from aebench.runner.settings import resolve_device
-
-    resolve_device(run.device)  # refuse a missing device before anything runs
+    run = _run_settings(args, suite)
     outcomes = []
     try:
         outcomes = run_suite(suite, run)
@@ -143,6 +166,61 @@ def cmd_run(args: argparse.Namespace) -> int:
         files = build_report(run.suite_dir(suite.name))
         print(f"aebench: report in {files.html} and {files.markdown}", file=sys.stderr)
     return code
+
+
+def _run_settings(args: argparse.Namespace, suite):
+    from aebench.runner.settings import RunSettings, resolve_device
+
+    run = RunSettings(results=Path(args.results), data_root=args.data_root or suite.data.root,
+                      device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
+                      download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins))
+    resolve_device(run.device)  # refuse a missing device before anything runs
+    return run
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from aebench.runner.suite_runner import run_suite, summarize
+    from aebench.suite import load_suite
+
+    if args.checkpoint and args.pythae:
+        raise AebenchError("give --checkpoint or --pythae, not both")
+    if args.model and not args.checkpoint:
+        raise AebenchError("--model names the model of --checkpoint FILE; add --checkpoint")
+    suite = load_suite(args.suite, args.overrides, args.models, args.seeds)
+    run = _run_settings(args, suite)
+    jobs = None
+    if args.checkpoint or args.pythae:
+        from aebench.runner import external
+        from aebench.runner.suite_runner import refuse_legacy, snapshot_suite
+
+        refuse_legacy(run.suite_dir(suite.name))
+        snapshot_suite(suite, run)
+        if args.checkpoint:
+            jobs = [external.checkpoint_job(suite, args.checkpoint, args.model, run, args.label, args.dataset,
+                                            args.seed)]
+        else:
+            jobs = [external.pythae_job(suite, args.pythae, run, args.label, args.dataset, args.seed)]
+    try:
+        outcomes = run_suite(suite, run, jobs=jobs, train=False)
+    except KeyboardInterrupt:
+        print("\naebench: interrupted; finished evaluations are kept, run the same command again to go on",
+              file=sys.stderr)
+        return 130
+    code = summarize(outcomes)
+    print(f"aebench: results in {run.suite_dir(suite.name)}", file=sys.stderr)
+    return code
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from aebench.store.migrate import migrate
+
+    d = Path(args.results_dir)
+    if not d.is_dir():
+        raise AebenchError(f"{d}: no such results folder")
+    moved, aside = migrate(d)
+    print(f"{d}: migrated {moved} job folder(s) to the current layout (nothing retrained)"
+          + (f"; {aside} unfinished folder(s) set aside in {d / '.legacy'}" if aside else ""))
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -199,6 +277,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from aebench.registry import REGISTRIES
 
     reg = REGISTRIES[args.kind]
+    if args.details:
+        return _details(args.kind, args.details)
+    if args.markdown:
+        from aebench.docs import print_markdown
+
+        return print_markdown(args.kind, builtin_only=not args.plugins)  # --plugin FILE: its models too
     width = max((len(n) for n in reg.names()), default=4)
     for e in reg.entries():
         extra = ""
@@ -213,6 +297,30 @@ def cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+def _details(kind: str, name: str) -> int:
+    """The objective card of a model (``Autoencoder.card``) and its config's fields with defaults."""
+    import dataclasses
+
+    from aebench.registry import REGISTRIES
+
+    if kind != "models":
+        raise AebenchError("--details works with `aebench ls models`")
+    entry = REGISTRIES[kind].entry(name)
+    cls = REGISTRIES[kind].get(name)
+    print(f"{entry.name}: {entry.description}")
+    card = getattr(cls, "card", {}) or {}
+    for key in ("objective", "reduction", "weights", "optimisers", "paper"):
+        print(f"  {key + ':':<11} {card.get(key, '(not stated)')}")
+    config = getattr(cls, "Config", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        defaults = []
+        for f in dataclasses.fields(config):
+            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            defaults.append(f"{f.name}={value!r}")
+        print(f"  {'params:':<11} {', '.join(defaults) or 'none'}")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from aebench.store.table import collect
 
@@ -223,17 +331,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"{d}: no jobs yet")
         return 0
-    from aebench.launchers.slurm import slurm_notes
-
-    notes = slurm_notes(d, rows)  # Slurm job id (and state) of each unfinished job that was submitted there
+    notes = _launcher_notes(d, rows)
     for r in rows:
         what = r.get("label") or r.get("model") or "?"
         reason = f"  {r['reason']}" if r.get("reason") else ""
         reason += f"  [{notes[r['job_id']]}]" if r["job_id"] in notes else ""
         print(f"{r['status']:<8} {r['job_id']:<44} {what} {r.get('dataset', '')} seed {r.get('seed', '')}{reason}")
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "running", "failed", "damaged", "pending")}
+    counts = {s: sum(r["status"] == s for r in rows)
+              for s in ("done", "trained", "running", "failed", "damaged", "pending", "legacy")}
     print(", ".join(f"{v} {k}" for k, v in counts.items() if v))
     return 0
+
+
+def _launcher_notes(d: Path, rows: list[dict]) -> dict[str, str]:
+    """Notes from the launcher that last ran the suite (a Slurm job id and state), asked of that launcher only."""
+    import json
+
+    from aebench.registry import LAUNCHERS
+
+    try:
+        name = json.loads((d / "launcher.json").read_text())["name"]
+        launcher = LAUNCHERS.get(name)
+    except (OSError, ValueError, KeyError, TypeError, AebenchError):
+        return {}
+    return launcher.notes(d, rows)
 
 
 def cmd_train_extractor(args: argparse.Namespace) -> int:
@@ -259,8 +380,9 @@ def cmd_strip(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "run": cmd_run, "validate": cmd_validate, "ls": cmd_ls, "status": cmd_status, "report": cmd_report,
-    "leaderboard": cmd_leaderboard, "strip": cmd_strip, "train-extractor": cmd_train_extractor,
+    "run": cmd_run, "evaluate": cmd_evaluate, "migrate": cmd_migrate, "validate": cmd_validate, "ls": cmd_ls,
+    "status": cmd_status, "report": cmd_report, "leaderboard": cmd_leaderboard, "strip": cmd_strip,
+    "train-extractor": cmd_train_extractor,
 }
 
 

@@ -94,3 +94,31 @@ def from_dict(cls: type, values: Any, where: str) -> Any:
         raise
     except AebenchError as e:
         raise SuiteError(None, where, str(e)) from None
+
+
+def signature_dataclass(fn: Any, name: str, skip: int = 1) -> type:
+    """A dataclass of ``fn``'s keyword settings (after the first ``skip`` parameters), typed by its annotations.
+
+    Metrics, samplers, launchers and likelihoods take their settings as typed keyword arguments; this turns
+    such a signature into the dataclass that ``from_dict`` checks, so a mistyped setting is refused by
+    ``aebench validate`` instead of failing after training.
+    """
+    import copy
+    import inspect
+
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve: check names, not types
+        hints = {}
+    fields = []
+    for p in list(inspect.signature(fn).parameters.values())[skip:]:
+        if p.kind not in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+            continue
+        hint = hints.get(p.name, Any)
+        if p.default is p.empty:
+            fields.append((p.name, hint))
+        elif isinstance(p.default, (list, dict, set)):
+            fields.append((p.name, hint, dataclasses.field(default_factory=lambda d=p.default: copy.deepcopy(d))))
+        else:
+            fields.append((p.name, hint, dataclasses.field(default=p.default)))
+    return dataclasses.make_dataclass(name, fields)

@@ -181,6 +181,9 @@ DATASETS: Registry = Registry("dataset")
 BACKBONES: Registry = Registry("backbone")
 SAMPLERS: Registry = Registry("sampler")
 LAUNCHERS: Registry = Registry("launcher")
+LIKELIHOODS: Registry = Registry("likelihood")
+OPTIMIZERS: Registry = Registry("optimizer")
+EXTRACTORS: Registry = Registry("feature extractor")
 
 REGISTRIES: dict[str, Registry] = {
     "models": MODELS,
@@ -189,6 +192,9 @@ REGISTRIES: dict[str, Registry] = {
     "backbones": BACKBONES,
     "samplers": SAMPLERS,
     "launchers": LAUNCHERS,
+    "likelihoods": LIKELIHOODS,
+    "optimizers": OPTIMIZERS,
+    "extractors": EXTRACTORS,
 }
 
 from aebench import catalog  # noqa: E402,F401  (registers the built-in, lazy entries)

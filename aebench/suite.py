@@ -8,12 +8,10 @@ anything trains. Every error names the file, the field path and what is allowed.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,83 +19,16 @@ import yaml
 
 from aebench.config import from_dict, unknown_field
 from aebench.errors import AebenchError, SuiteError
+from aebench.job import Evaluation, Job
 from aebench.registry import REGISTRIES, check_name
+from aebench.specs import DataSpec, EvalSpec, ModelSpec, NamedSpec, TrainSpec, TuneSpec
+
+__all__ = ["Suite", "Job", "load_suite", "validate", "parse_suite", "loader_options"]
 
 SUITE_VERSION = 1
-LIKELIHOODS = ("bernoulli", "gaussian")
-OPTIMIZER_NAMES = ("adam", "adamw", "sgd", "rmsprop")  # aebench.models.base.OPTIMIZERS implements them
 
 
-# -- the schema ---------------------------------------------------------------------------------------
-@dataclass
-class TrainSpec:
-    """The training budget, the same for every model of the suite."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
-    checkpoint_every: int = 1
-    precision: str = "fp32"  # or bf16: autocast on GPUs that have it
-    compile: bool = False  # torch.compile the model's loss
-
-    def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "lr", "checkpoint_every")
-        if self.precision not in ("fp32", "bf16"):
-            raise SuiteError(None, "precision", f"unknown precision {self.precision!r}; allowed: fp32, bf16")
-        if self.weight_decay < 0:
-            raise SuiteError(None, "weight_decay", f"must be >= 0, got {self.weight_decay}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise SuiteError(None, "grad_clip", f"must be > 0 or null, got {self.grad_clip}")
-        if self.optimizer not in OPTIMIZER_NAMES:
-            raise SuiteError(None, "optimizer", f"unknown optimizer {self.optimizer!r}; allowed: "
-                             f"{', '.join(OPTIMIZER_NAMES)}")
-
-
-@dataclass
-class DataSpec:
-    """Where data lives and how much of it to use (limits make quick tries and tests cheap)."""
-
-    root: str | None = None
-    train_limit: int | None = None
-    test_limit: int | None = None
-
-    def __post_init__(self) -> None:
-        _positive(self, "train_limit", "test_limit")
-
-
-@dataclass
-class EvalSpec:
-    """How generated images are drawn for the metrics."""
-
-    samplers: list[str] = field(default_factory=lambda: ["prior", "gaussian"])
-    n_samples: int = 10_000
-    batch_size: int = 1000
-
-    def __post_init__(self) -> None:
-        _positive(self, "n_samples", "batch_size")
-
-
-@dataclass
-class NamedSpec:
-    """A registry name plus its options (a dataset, backbone, metric, likelihood or launcher)."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ModelSpec:
-    """A model entry: fixed hyperparameters, and a grid whose every combination becomes its own job."""
-
-    name: str
-    params: dict[str, Any] = field(default_factory=dict)
-    grid: dict[str, list] = field(default_factory=dict)
-    label: str | None = None
-
-
+# -- the suite -------------------------------------------------------------------------------------
 @dataclass
 class Suite:
     name: str
@@ -115,99 +46,86 @@ class Suite:
     metrics: list[NamedSpec] = field(default_factory=lambda: [NamedSpec("recon")])
     plugins: list[str] = field(default_factory=list)
     launcher: NamedSpec = field(default_factory=lambda: NamedSpec("local"))
+    tune: TuneSpec = field(default_factory=TuneSpec)
     path: str | None = None
 
-    def jobs(self) -> list[Job]:
-        """Every model (and grid point) x dataset x seed, in a stable order."""
+    def evaluation(self, split: str | None = None, metrics: list[NamedSpec] | None = None) -> Evaluation:
+        """What the suite computes on every trained job (not part of any training id)."""
+        return Evaluation(metrics=[NamedSpec(m.name, dict(m.options)) for m in (metrics or self.metrics)],
+                          samplers=[NamedSpec(s.name, dict(s.options)) for s in self.eval.samplers],
+                          n_samples=self.eval.n_samples, batch_size=self.eval.batch_size,
+                          test_limit=self.data.test_limit, split=split or self.eval.split)
+
+    def selection_evaluation(self) -> Evaluation:
+        """The tuning's evaluation: the selection metric alone (with the suite's settings for it), on val."""
+        name = self.tune.metric.split("/")[0]
+        listed = next((m for m in self.metrics if m.name == name), NamedSpec(name))
+        return self.evaluation("val", [listed])
+
+    def val_size(self, ds: NamedSpec) -> int:
+        """Images held out for validation: ``data.val``, else the dataset's default (MNIST: 10,000)."""
+        if self.data.val is not None:
+            return self.data.val
+        return int(REGISTRIES["datasets"].meta(ds.name).get("val", 0)) if ds.name in REGISTRIES["datasets"] else 0
+
+    def _job(self, spec: ModelSpec, label: str, params: dict[str, Any], ds: NamedSpec, seed: int,
+             evaluation: Evaluation, train: dict[str, Any] | None = None, trial: int | None = None) -> Job:
+        tspec = copy.deepcopy(self.train)
+        for k, v in (train or {}).items():
+            setattr(tspec, k, v)
+        return Job(suite=self.name, model=spec.name, label=label, params=params, dataset=ds.name,
+                   dataset_options=loader_options(ds), seed=seed, backbone=self.backbone.name,
+                   backbone_options=dict(self.backbone.options),
+                   latent_dim=ds.options.get("latent_dim", self.latent_dim),
+                   likelihood=self.likelihood.name, likelihood_options=dict(self.likelihood.options), train=tspec,
+                   train_limit=self.data.train_limit, evaluation=evaluation, val=self.val_size(ds), trial=trial)
+
+    def tuned(self, spec: ModelSpec) -> bool:
+        return self.tune.trials > 0 and bool(spec.search)
+
+    def trial_jobs(self) -> list[Job]:
+        """Every trial of every entry with a search space, on the tuning seeds, evaluated on val."""
+        from aebench.tuning import split_point, trial_label, trial_points
+
         jobs = []
+        evaluation = self.selection_evaluation()
         for spec in self.models:
+            if not self.tuned(spec):
+                continue
+            base = spec.label or spec.name
+            for t, point in enumerate(trial_points(spec.search, self.tune.trials, self.tune.seed, base)):
+                params, train = split_point(point)
+                for ds in self.datasets:
+                    for seed in self.tune.seeds:
+                        jobs.append(self._job(spec, trial_label(base, t), {**spec.params, **params}, ds, seed,
+                                              evaluation, train, trial=t))
+        return jobs
+
+    def jobs(self, selected: dict[str, dict[str, Any]] | None = None) -> list[Job]:
+        """Every model (and grid point) x dataset x seed, in a stable order. With tuning, an entry with a search
+        space runs with its selected point (``selected[label]``), and is left out until one is selected."""
+        from aebench.tuning import split_point
+
+        jobs = []
+        evaluation = self.evaluation()
+        for spec in self.models:
+            train: dict[str, Any] = {}
+            extra: dict[str, Any] = {}
+            if self.tuned(spec):
+                point = (selected or {}).get(spec.label or spec.name)
+                if point is None:
+                    continue
+                extra, train = split_point(point)
             for params, label in _grid_points(spec):
                 for ds in self.datasets:
                     for seed in self.seeds:
-                        jobs.append(Job(
-                            suite=self.name, model=spec.name, label=label, params=params,
-                            dataset=ds.name, dataset_options=loader_options(ds), seed=seed,
-                            backbone=self.backbone.name, backbone_options=dict(self.backbone.options),
-                            latent_dim=ds.options.get("latent_dim", self.latent_dim), likelihood=self.likelihood.name,
-                            likelihood_options=dict(self.likelihood.options),
-                            train=asdict(self.train),
-                            data={"train_limit": self.data.train_limit, "test_limit": self.data.test_limit},
-                            eval=asdict(self.eval),
-                            metrics=[(m.name, dict(m.options)) for m in self.metrics],
-                        ))
+                        jobs.append(self._job(spec, label, {**params, **extra}, ds, seed, evaluation, train))
         return jobs
 
 
 def loader_options(dataset: NamedSpec) -> dict[str, Any]:
     """A dataset entry's options for its loader: all but ``latent_dim``, which sets the protocol."""
     return {k: v for k, v in dataset.options.items() if k != "latent_dim"}
-
-
-@dataclass
-class Job:
-    """One training-and-evaluation run; its id is a hash of everything that determines its results."""
-
-    suite: str
-    model: str
-    label: str
-    params: dict[str, Any]
-    dataset: str
-    dataset_options: dict[str, Any]
-    seed: int
-    backbone: str
-    backbone_options: dict[str, Any]
-    latent_dim: int
-    likelihood: str
-    likelihood_options: dict[str, Any]
-    train: dict[str, Any]
-    data: dict[str, Any]
-    eval: dict[str, Any]
-    metrics: list[tuple[str, dict[str, Any]]]
-
-    def config(self) -> dict[str, Any]:
-        """The canonical configuration (JSON-ready), as written to ``config.json``."""
-        cfg = asdict(self)
-        cfg["metrics"] = [[n, s] for n, s in self.metrics]
-        return cfg
-
-    @property
-    def hash(self) -> str:
-        cfg = self.config()
-        del cfg["suite"], cfg["label"]  # presentation only: the same run under another name is the same run
-        return _digest(cfg)
-
-    @property
-    def id(self) -> str:
-        """Folder name: readable prefix and the configuration hash (``vae-mnist-s0-3f2a9c1b0d``)."""
-        return f"{self.model}-{self.dataset}-s{self.seed}-{self.hash[:10]}"
-
-    @property
-    def protocol(self) -> str:
-        """Fingerprint of the comparison protocol: all but the model, its hyperparameters and the seed.
-
-        Only results under the same protocol are ranked together on a leaderboard.
-        """
-        cfg = self.config()
-        for key in ("suite", "label", "model", "params", "seed"):
-            del cfg[key]
-        return _digest(cfg)[:12]
-
-    @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> Job:
-        cfg = dict(cfg)
-        cfg["metrics"] = [(n, dict(s)) for n, s in cfg["metrics"]]
-        return cls(**cfg)
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if v is not None and v <= 0:
-            raise SuiteError(None, n, f"must be > 0, got {v}")
 
 
 def _grid_points(spec: ModelSpec) -> list[tuple[dict[str, Any], str]]:
@@ -376,12 +294,18 @@ def _models(value: Any) -> list[ModelSpec]:
         for k, values in spec.grid.items():
             if not isinstance(values, list) or not values:
                 raise SuiteError(None, f"{where}.grid.{k}", "expected a non-empty list of values")
+        if spec.search:
+            from aebench.tuning import check_space
+
+            check_space(spec.search, f"{where}.search")
+            if spec.grid:
+                raise SuiteError(None, f"{where}.search", "give either 'grid' or 'search', not both")
         out.append(spec)
     return out
 
 
 SECTIONS = ("version", "name", "description", "datasets", "dataset", "backbone", "latent_dim", "likelihood",
-            "models", "seeds", "train", "data", "eval", "metrics", "plugins", "launcher")
+            "models", "seeds", "train", "data", "eval", "metrics", "plugins", "launcher", "tune")
 
 
 def parse_suite(raw: Any, name: str = "suite") -> Suite:
@@ -439,12 +363,19 @@ def parse_suite(raw: Any, name: str = "suite") -> Suite:
         seeds=seeds,
         train=from_dict(TrainSpec, raw.get("train") or {}, "train"),
         data=from_dict(DataSpec, raw.get("data") or {}, "data"),
-        eval=from_dict(EvalSpec, raw.get("eval") or {}, "eval"),
+        eval=_eval_spec(raw.get("eval") or {}),
         metrics=_named_list(raw.get("metrics", ["recon"]) or [], "metrics"),
         plugins=plugins,
         launcher=_named(_default_name(raw.get("launcher", "local"), "local"), "launcher"),
+        tune=from_dict(TuneSpec, raw.get("tune") or {}, "tune"),
     )
     return suite
+
+
+def _eval_spec(raw: Any) -> EvalSpec:
+    spec = from_dict(EvalSpec, raw, "eval")
+    spec.samplers = _named_list(spec.samplers, "eval.samplers")
+    return spec
 
 
 def _default_name(value: Any, default: str) -> Any:
@@ -465,11 +396,13 @@ def validate(suite: Suite) -> None:
     for i, ds in enumerate(suite.datasets):
         ds.name = known("datasets", ds.name, f"datasets[{i}].name")
     suite.backbone.name = known("backbones", suite.backbone.name, "backbone.name")
-    if suite.likelihood.name not in LIKELIHOODS:
-        raise SuiteError(None, "likelihood", f"unknown likelihood {suite.likelihood.name!r}; "
-                         f"allowed: {', '.join(LIKELIHOODS)}")
+    suite.likelihood.name = known("likelihoods", suite.likelihood.name, "likelihood.name")
     for i, s in enumerate(suite.eval.samplers):
-        suite.eval.samplers[i] = known("samplers", s, f"eval.samplers[{i}]")
+        s.name = known("samplers", s.name, f"eval.samplers[{i}].name")
+    samplers = [s.name for s in suite.eval.samplers]
+    dup = next((n for n in samplers if samplers.count(n) > 1), None)
+    if dup:
+        raise SuiteError(None, "eval.samplers", f"sampler {dup!r} listed twice (its results are keyed by its name)")
     suite.launcher.name = known("launchers", suite.launcher.name, "launcher.name")
     for i, m in enumerate(suite.metrics):
         m.name = known("metrics", m.name, f"metrics[{i}].name")
@@ -498,32 +431,79 @@ def validate(suite: Suite) -> None:
         raise SuiteError(None, "models", f"model {dup!r} listed twice; give one entry a 'label' or use 'grid'")
 
     # settings that need the implementations: import them now, before anything trains
-    from aebench.metrics.base import metric_settings
     from aebench.models.base import model_config
+    from aebench.settings_types import check_settings
 
     for i, spec in enumerate(suite.models):
         for params, _ in _grid_points(spec):
             model_config(spec.name, params, f"models[{i}].params")
+    _check_tuning(suite)
+    check_settings("likelihoods", suite.likelihood.name, suite.likelihood.options, "likelihood")
+    for i, s in enumerate(suite.eval.samplers):
+        check_settings("samplers", s.name, s.options, f"eval.samplers[{i}]")
+        _construct(REGISTRIES["samplers"].get(s.name), s.options, f"eval.samplers[{i}]")
     for i, m in enumerate(suite.metrics):
-        allowed = metric_settings(m.name)
-        for key in m.options:
-            if key not in allowed:
-                raise SuiteError(None, f"metrics[{i}].{key}", f"unknown setting of metric {m.name!r}; "
-                                 f"allowed: {', '.join(sorted(allowed)) or 'none'}")
+        check_settings("metrics", m.name, m.options, f"metrics[{i}]")
+    from aebench.metrics.base import check_metric_dependencies
+
+    for i, m in enumerate(suite.metrics):
+        check_metric_dependencies(m.name, m.options, f"metrics[{i}]")
     from aebench.registry import BACKBONES, LAUNCHERS
 
-    try:  # launchers check their options on construction, without side effects
-        LAUNCHERS.get(suite.launcher.name)(**suite.launcher.options)
-    except SuiteError:
-        raise
-    except (AebenchError, TypeError) as e:
-        raise SuiteError(None, "launcher", str(e)) from None
+    check_settings("launchers", suite.launcher.name, suite.launcher.options, "launcher")
+    _construct(LAUNCHERS.get(suite.launcher.name), suite.launcher.options, "launcher")
     accepted = set(inspect.signature(BACKBONES.get(suite.backbone.name)).parameters) - {
         "image_shape", "enc_out", "latent_dim"}
     for key in suite.backbone.options:
         if key not in accepted:
             raise SuiteError(None, f"backbone.{key}", f"unknown option of backbone {suite.backbone.name!r}; "
                              f"allowed: {', '.join(sorted(accepted))}")
+
+
+def _check_tuning(suite: Suite) -> None:
+    """Every trial's params and training settings are valid, and the selection key is a known, directed metric."""
+    from dataclasses import asdict
+
+    from aebench.models.base import model_config
+    from aebench.registry import METRICS, metric_direction
+    from aebench.tuning import split_point, trial_points
+
+    for i, spec in enumerate(suite.models):
+        if not suite.tuned(spec):
+            continue
+        points = trial_points(spec.search, suite.tune.trials, suite.tune.seed, spec.label or spec.name)
+        for t, point in enumerate(points):
+            params, train = split_point(point)
+            model_config(spec.name, {**spec.params, **params}, f"models[{i}].search (trial {t})")
+            from_dict(TrainSpec, {**asdict(suite.train), **train}, f"models[{i}].search (trial {t})")
+    if suite.tune.trials:
+        name = suite.tune.metric.split("/")[0]
+        try:
+            METRICS.canonical(name)
+        except AebenchError as e:
+            raise SuiteError(None, "tune.metric", str(e)) from None
+        if metric_direction(suite.tune.metric) is None:
+            raise SuiteError(None, "tune.metric", f"{suite.tune.metric!r} has no registered direction (which way is "
+                             "better); choose a key such as recon/mse or fid/gmm")
+        for ds in suite.datasets:
+            if suite.val_size(ds) <= 0:
+                raise SuiteError(None, "data.val", f"tuning selects on the validation split, but dataset {ds.name!r} "
+                                 "has none; set data.val > 0")
+    for ds in suite.datasets:
+        need = suite.train.needs_validation
+        if need and suite.val_size(ds) <= 0:
+            raise SuiteError(None, f"train.{need}", f"needs a validation split, but dataset {ds.name!r} has none; "
+                             "set data.val > 0")
+
+
+def _construct(cls: Any, options: dict[str, Any], where: str) -> Any:
+    """Build a part from its options to run its own value checks (side-effect free by contract)."""
+    try:
+        return cls(**options)
+    except SuiteError:
+        raise
+    except (AebenchError, TypeError, ValueError) as e:
+        raise SuiteError(None, where, str(e)) from None
 
 
 def load_suite(

@@ -92,7 +92,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("unknown-metric-setting", edit(metrics="[{name: recon, k: 3}]"),
      "metrics[0].k: unknown setting of metric 'recon'; allowed: none", False),
     ("unknown-launcher-option", edit(launcher="{name: local, cpus: 3}"),
-     "launcher.cpus: unknown option of launcher 'local'", False),
+     "launcher.cpus: unknown setting of launcher 'local'; allowed: none", False),
     # versions and required sections
     ("no-version", edit(version=None), "version: missing; add 'version: 1'", False),
     ("wrong-version", edit(version="2"), "version: unsupported version 2; allowed: 1", False),
@@ -148,16 +148,48 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("unknown-metric", edit(metrics="[recno]"), "metrics[0].name: unknown metric 'recno'; did you mean 'recon'",
      True),
     ("unknown-backbone", edit(backbone="resnet999"), "backbone.name: unknown backbone 'resnet999'", True),
-    ("unknown-sampler", edit(eval="{samplers: [flow]}"), "eval.samplers[0]: unknown sampler 'flow'", True),
+    ("unknown-sampler", edit(eval="{samplers: [flow]}"), "eval.samplers[0].name: unknown sampler 'flow'", True),
     ("unknown-launcher", edit(launcher="lcoal"), "launcher.name: unknown launcher 'lcoal'; did you mean 'local'",
      True),
-    ("unknown-likelihood", edit(likelihood="poisson"),
-     "likelihood: unknown likelihood 'poisson'; allowed: bernoulli, gaussian", False),
+    ("unknown-likelihood", edit(likelihood="poisson"), "likelihood.name: unknown likelihood 'poisson'", True),
     ("unknown-optimizer", edit(train="{optimizer: adamx}"),
-     "train.optimizer: unknown optimizer 'adamx'; allowed: adam, adamw, sgd, rmsprop", False),
+     "train.optimizer: unknown optimizer 'adamx'; allowed: adam, adamw, rmsprop, sgd", True),
     ("model-listed-twice", edit(models="[ae, ae]"),
      "models: model 'ae' listed twice; give one entry a 'label' or use 'grid'", False),
     ("metric-listed-twice", edit(metrics="[recon, recon]"), "metrics: metric 'recon' listed twice", False),
+    # typed settings of metrics, samplers, launchers and likelihoods: refused before anything trains
+    ("metric-setting-wrong-type", edit(metrics="[{name: fid, n_samples: banana}]"),
+     "metrics[0].n_samples: expected an integer, got str 'banana'", False),
+    ("metric-setting-bad-value", edit(metrics="[{name: fid, n_samples: 1}]"),
+     "metrics[0].n_samples: must be >= 2, got 1", False),
+    ("metric-bool-setting-wrong-type", edit(metrics="[{name: fid, kid: maybe}]"),
+     "metrics[0].kid: expected true or false, got str 'maybe'", False),
+    ("metric-unknown-extractor", edit(metrics="[{name: fid, extractor: vgg}]"),
+     "metrics[0].extractor: unknown extractor 'vgg'; allowed: auto, ", True),
+    ("metric-weights-file-missing", edit(metrics="[{name: fid, feature_extractor_weights_path: /nope/w.pth}]"),
+     "metrics[0].feature_extractor_weights_path: '/nope/w.pth' is not a file", False),
+    ("metric-setting-of-a-function-metric-wrong-type", edit(metrics="[{name: nll, k: many}]"),
+     "metrics[0].k: expected an integer, got str 'many'", False),
+    ("sampler-unknown-option", edit(eval="{samplers: [{name: gmm, comps: 3}]}"),
+     "eval.samplers[0].comps: unknown setting of sampler 'gmm'; did you mean 'components'? allowed: components, seed, "
+     "max_iter, max_fit", False),
+    ("sampler-option-wrong-type", edit(eval="{samplers: [{name: gmm, components: ten}]}"),
+     "eval.samplers[0].components: expected an integer, got str 'ten'", False),
+    ("sampler-option-bad-value", edit(eval="{samplers: [{name: gmm, components: 0}]}"),
+     "eval.samplers[0]: components must be >= 1, got 0", False),
+    ("sampler-listed-twice", edit(eval="{samplers: [prior, prior]}"),
+     "eval.samplers: sampler 'prior' listed twice (its results are keyed by its name)", False),
+    ("launcher-option-wrong-type", edit(launcher="{name: local-parallel, workers: two}"),
+     "launcher.workers: expected an integer, got str 'two'", False),
+    ("launcher-unknown-option-with-a-close-one", edit(launcher="{name: local-parallel, worker: 2}"),
+     "launcher.worker: unknown setting of launcher 'local-parallel'; did you mean 'workers'? allowed: workers, "
+     "threads", False),
+    ("slurm-option-wrong-type", edit(launcher="{name: slurm, time: soon}"),
+     "launcher.time: expected an integer, got str 'soon'", False),
+    ("likelihood-unknown-option", edit(likelihood="{name: gaussian, sigmaa: 0.1}"),
+     "likelihood.sigmaa: unknown setting of likelihood 'gaussian'; did you mean 'sigma'? allowed: sigma", False),
+    ("likelihood-option-wrong-type", edit(likelihood="{name: gaussian, sigma: wide}"),
+     "likelihood.sigma: expected a number, got str 'wide'", False),
     # names that would become paths
     ("name-with-dotdot", edit(name="../evil"),
      "name: invalid suite name '../evil': use letters, digits, '_', '-', '.', '+' (at most 64, no '..')", False),
@@ -291,3 +323,37 @@ def test_a_failing_dataset_plugin_is_refused_before_training(tmp_path, capsys, c
     assert message.startswith(f"{suite}: datasets[0]: dataset 'broken-data' (train split) failed to load "
                               "(OSError: cannot open "), message
     assert [p.name for p in (results / "t").iterdir() if p.is_dir()] == []
+
+
+# -- scoring outside models: the option is the field, the message names the file ------------------------------
+def _state_dict_of(model: str, path, **params) -> None:
+    import torch
+
+    from aebench.models.base import build_model
+
+    torch.save(build_model(model, (1, 12, 12), 2, params, "mlp", {"hidden": [8]}).state_dict(), path)
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--checkpoint", "{tmp}/vae.pt", "--model", "ae"], "--checkpoint {tmp}/vae.pt: does not fit model 'ae' "
+     "(backbone mlp, latent 2, images (1, 12, 12)): "),
+    (["--checkpoint", "{tmp}/text.pt", "--model", "ae"], "--checkpoint {tmp}/text.pt: not a PyTorch state dict "
+     "saved with torch.save ("),
+    (["--checkpoint", "{tmp}/none.pt", "--model", "ae"], "--checkpoint {tmp}/none.pt: no such file"),
+    (["--checkpoint", "{tmp}/vae.pt"], "--checkpoint needs --model NAME: the registered model the weights belong to"),
+    (["--checkpoint", "{tmp}/vae.pt", "--model", "vea"], "--model: unknown model 'vea'; did you mean 'vae'"),
+    (["--model", "ae"], "--model names the model of --checkpoint FILE; add --checkpoint"),
+    (["--pythae", "{tmp}/empty"], "--pythae {tmp}/empty: not a folder saved by pythae (no model_config.json)"),
+    (["--pythae", "{tmp}/nowhere"], "--pythae {tmp}/nowhere: no such folder"),
+    (["--pythae", "{tmp}/empty", "--checkpoint", "{tmp}/vae.pt"], "give --checkpoint or --pythae, not both"),
+])
+def test_bad_outside_models_are_refused(args, expected, tmp_path, capsys):
+    _state_dict_of("vae", tmp_path / "vae.pt")
+    (tmp_path / "text.pt").write_text("not weights")
+    (tmp_path / "empty").mkdir()
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(BASE)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(["evaluate", str(suite), "--results", str(tmp_path / "r"), "--no-progress", *args]) == 2
+    assert _one_error_line(capsys).startswith(expected.format(tmp=tmp_path))
+    assert not any((tmp_path / "r").glob("*/*/checkpoint.pt"))  # nothing was written as a result

@@ -109,7 +109,16 @@ def test_reference_statistics_are_cached_on_disk_and_reused(tmp_path, monkeypatc
     assert calls == [200, 200]  # another count is another reference
 
 
-def test_inception_without_weights_says_what_to_do(tmp_path):
+def test_inception_without_weights_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.error
+
+    from aebench.metrics import extractors
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(extractors.urllib.request, "urlopen", offline)
+    monkeypatch.setenv("AEBENCH_CACHE", str(tmp_path / "cache"))
     ctx = make_ctx(digit_like(20, 6), tmp_path)
     with pytest.raises(AebenchError, match="feature_extractor_weights_path"):
         fidelity.fid(ctx, extractor="inception")

@@ -172,10 +172,10 @@ def test_slurm_without_submitit_says_what_to_install(monkeypatch) -> None:
     import sys
 
     from aebench.errors import AebenchError
-    from aebench.suite import Job
+    from aebench.job import Job
 
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
-    job = Job("s", "ae", "ae", {}, "synthetic", {}, 0, "mlp", {}, 2, "bernoulli", {}, {}, {}, {}, [])
+    job = Job("s", "ae", "ae", {}, "synthetic", {}, 0)
     with pytest.raises(AebenchError, match=r"pip install 'aebench\[slurm\]'"):
         LAUNCHERS.get("slurm")().launch([job], None)
 
@@ -210,6 +210,7 @@ def test_status_shows_the_slurm_job_of_unfinished_jobs(tmp_path, capsys) -> None
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps(job.config()))
     (d / "slurm.json").write_text(json.dumps({"job_id": "4242_7"}))
+    (d.parent / "launcher.json").write_text(json.dumps({"name": "slurm"}))  # run_suite records the launcher
     assert main(["status", str(tmp_path / "results" / "contract")]) == 0
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if job.id in line)

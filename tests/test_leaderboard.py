@@ -64,7 +64,7 @@ def test_plugin_model_joins_the_leaderboard(tmp_path: Path, monkeypatch, capsys,
         assert float(r["mean"]) == pytest.approx(means[r["model"]], rel=1e-12)
         assert r["seeds"] == "2"
     lines = [ln.split() for ln in out.splitlines()]
-    ranked = [ln[1] for ln in lines if ln and ln[0] in ("1", "2", "3")]
+    ranked = [ln[2] for ln in lines if ln and ln[0] in ("1", "2", "3")]  # rank, ranks within noise, model
     assert ranked == list(means.index)
     md = (tmp_path / "results" / "lb" / "leaderboard.md").read_text()
     assert "| my-ae |" in md and "## Ranking" in md

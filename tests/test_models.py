@@ -19,7 +19,17 @@ SHAPE = (1, 8, 8)
 LATENT = 4
 TINY_CONV = {"channels": [4, 4, 4, 4]}
 # settings that keep a test-sized model test-sized (the paper's 4x512 discriminator would dominate the run)
-TINY_PARAMS = {"wae-gan": {"disc_hidden": [32, 32]}}
+TINY_PARAMS = {"wae-gan": {"disc_hidden": [32, 32]}, "vamp": {"pseudo_inputs": 8},
+               "vae-iaf": {"n_hidden_in_made": 1, "hidden_size": 16},
+               "vq-vae": {"num_embeddings": 16, "embedding_dim": 2, "use_ema": True},  # Adam moves codes too slowly
+               "hrq-vae": {"num_embeddings": 8, "num_levels": 2, "embedding_dim": 2},
+               "rhvae": {"metric_hidden": [16], "metric_points": 64, "n_lf": 1, "fixed_point_steps": 2},
+               "rae-sn": {"beta": 0.01},  # 1-Lipschitz layers need larger codes to fit 64 pixels
+               "miwae": {"m": 2, "k": 2}, "piwae": {"m": 2, "k": 2}, "ciwae": {"k": 4},
+               "factor-vae": {"disc_hidden": [32, 32]},
+               # 8x8 images: a 3-pixel window; the KL (nats) swamps a [0, 1] MS-SSIM term at beta = 1 on 64 pixels
+               "msssim-vae": {"window_size": 3, "beta": 0.1},
+               "info-vae": {"lam": 10.0}}  # an MMD weight of 999 outweighs an 8x8 image's BCE: posterior collapse
 
 
 def bars(n: int = 32, size: int = 8, seed: int = 0) -> torch.Tensor:
@@ -34,6 +44,20 @@ def bars(n: int = 32, size: int = 8, seed: int = 0) -> torch.Tensor:
         else:
             x[i, 0, p : p + 2, :] = 1.0
     return x
+
+
+# models without gradient training, or whose "loss" is not a value that training drives down (the reason is the skip's)
+NO_GRADIENTS = {"hopfield": "no gradient training (Hebbian storage, loss 0); test_boltzmann_hopfield covers it"}
+NO_FALLING_LOSS = {
+    **NO_GRADIENTS,
+    "rbm": "the PCD surrogate F(data) - F(fantasy) is 0 for a perfect model and negative while the chains lag: "
+           "its gradient, not its value, tracks the likelihood; test_boltzmann_hopfield checks that PCD raises "
+           "the exact log-likelihood instead",
+    "dcgan": "a GAN's generator loss is one side of a game and rises as its discriminator learns; "
+             "test_adversarial checks the discriminator separates real from fake instead",
+    "vae-gan": "its loss (KL + llike) is measured in discriminator features that grow as the discriminator "
+               "trains; test_adversarial checks the pixel reconstruction error falls instead",
+}
 
 
 def make(name: str, backbone: str = "mlp", shape=SHAPE, params=None, options=None) -> Autoencoder:
@@ -57,6 +81,10 @@ def test_all_eleven_models_are_registered_with_descriptions():
 @pytest.mark.parametrize("backbone", ["mlp", "conv"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_forward_backward_and_shapes(name: str, backbone: str):
+    if name in NO_GRADIENTS:
+        pytest.skip(NO_GRADIENTS[name])
+    if not MODELS.get(name).has_encoder:
+        pytest.skip("has_encoder is False: nothing to encode or reconstruct (test_adversarial covers dcgan)")
     shape = SHAPE if backbone == "mlp" else (1, 28, 28)
     model = make(name, backbone, shape)
     x = bars(6, shape[-1]) if backbone == "mlp" else torch.rand(6, *shape)
@@ -86,6 +114,8 @@ def test_forward_backward_and_shapes(name: str, backbone: str):
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_model_drives_its_loss_down_on_a_fixed_batch(name: str):
+    if name in NO_FALLING_LOSS:
+        pytest.skip(NO_FALLING_LOSS[name])
     model = make(name)
     x = bars(32)
     optimizers = model.configure_optimizers(TrainSettings(lr=3e-3))

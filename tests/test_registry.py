@@ -105,7 +105,8 @@ def test_metrics_carry_direction_and_needs():
 
     for e in METRICS.entries():
         assert e.meta.get("direction") in ("min", "max", None), e.name
-        assert set(e.meta.get("needs", ())) <= {"labels", "probabilistic", "log_likelihood", "samples"}, e.name
+        assert set(e.meta.get("needs", ())) <= {"labels", "probabilistic", "log_likelihood", "encoder"}, e.name
+        assert set(e.meta.get("uses", ())) <= {"samples"}, e.name
 
 
 @pytest.mark.parametrize("bad", ["", "..", "a/b", "../x", "/abs", "a\\b", "x" * 65, "-lead", "sp ace", "a..b"])

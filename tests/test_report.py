@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from aebench.job import Evaluation, Job
+from aebench.specs import NamedSpec, TrainSpec
 from aebench.store import jobdir as files
 from aebench.store.jobdir import JobDir
-from aebench.suite import Job
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("AEBENCH_UPDATE_GOLDEN") == "1"
@@ -42,22 +43,24 @@ def make_job(suite_dir: Path, model: str, seed: int, values: dict[str, float], *
              not_applicable: dict[str, str] | None = None, status: str = "done", suite: str | None = None,
              metrics: list | None = None, params: dict[str, Any] | None = None) -> Job:
     """A job folder as the runner leaves it: config, metrics, curve, provenance, grids, then the marker."""
+    evaluation = Evaluation(metrics=[NamedSpec(n, s) for n, s in (metrics or METRICS)],
+                            samplers=[NamedSpec("prior"), NamedSpec("gaussian")], n_samples=100, batch_size=1000)
     job = Job(suite=suite or suite_dir.name, model=model, label=label or model, params=params or {}, dataset=dataset,
               dataset_options={}, seed=seed, backbone="mlp", backbone_options={"hidden": [32]}, latent_dim=4,
-              likelihood="bernoulli", likelihood_options={},
-              train={"epochs": epochs, "batch_size": 64, "optimizer": "adam", "lr": 0.001, "weight_decay": 0.0,
-                     "grad_clip": None, "checkpoint_every": 1},
-              data={"train_limit": None, "test_limit": None},
-              eval={"samplers": ["prior", "gaussian"], "n_samples": 100, "batch_size": 1000},
-              metrics=[(n, s) for n, s in (metrics or METRICS)])
+              likelihood="bernoulli", likelihood_options={}, train=TrainSpec(epochs=epochs, batch_size=64),
+              evaluation=evaluation)
     jd = JobDir(suite_dir / job.id)
     jd.path.mkdir(parents=True)
     jd.write_json(files.CONFIG, job.config())
     if status == "failed":
         jd.mark_failed("out of memory: try a smaller train.batch_size", {"at": "2026-01-01T00:00:00+00:00"})
         return job
+    requests = evaluation.requests(job.hash)
     jd.write_json(files.METRICS, {"values": values, "details": details or {}, "not_applicable": not_applicable or {},
-                                  "seconds": {}, "sampled_with": ["prior", "gaussian"]})
+                                  "seconds": {}, "sampled_with": ["prior", "gaussian"],
+                                  "evaluation": {"keys": {r.name: r.key for r in requests},
+                                                 "settings_ids": {r.name: r.setting_id for r in requests},
+                                                 "plan": evaluation.to_dict()}})
     first = 100.0 + seed
     lines = ["epoch,seconds,loss,reconstruction"] + [f"{e}.0,{e * 0.5},{first - 3 * e},{first - 3 * e - 1}"
                                                      for e in range(1, epochs + 1)]
@@ -183,12 +186,19 @@ def test_html_is_self_contained_and_decodes(tiny_results: Path, tmp_path: Path) 
     assert not re.search(r'(src|href)="(?!data:|#)', text), "the report must not link to other files"
 
 
-def test_golden_markdown(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def golden_report(tmp_path_factory):
+    """The golden results folder, its report and its leaderboard, built once for the tests that read them."""
     from aebench.report import build_leaderboard, build_report
 
-    d = golden_results(tmp_path)
-    out = build_report(d, tmp_path / "reports" / "golden-suite")
-    board = build_leaderboard(d)
+    tmp = tmp_path_factory.mktemp("golden")
+    d = golden_results(tmp)
+    out = build_report(d, tmp / "reports" / "golden-suite")
+    return d, out, build_leaderboard(d)
+
+
+def test_golden_markdown(golden_report) -> None:
+    d, out, board = golden_report
     for produced, name in ((out.markdown, "report.md"), (d / "leaderboard.md", "leaderboard.md")):
         text = produced.read_text()
         golden = GOLDEN / name
@@ -197,18 +207,16 @@ def test_golden_markdown(tmp_path: Path) -> None:
         assert golden.exists(), f"{golden} missing: run with AEBENCH_UPDATE_GOLDEN=1 once"
         assert text == golden.read_text(), f"{name} differs from {golden} (AEBENCH_UPDATE_GOLDEN=1 to accept)"
     assert board.metric == "fid/gaussian"
-    # the figures that have their keys were drawn
+    # each metric's registered figures were drawn where its keys exist; the report's own two as well
     names = {f.name for f in out.report.figures}
     assert {"headline", "tradeoff", "kl-w2", "active-units", "sharpness", "curves"} <= names
-    assert "encoder-codes" not in names
+    assert not names & {"encoder-codes", "memorisation", "completion", "finetune"}
     assert not out.report.notes, out.report.notes
 
 
-def test_golden_values_by_hand(tmp_path: Path) -> None:
+def test_golden_values_by_hand(golden_report) -> None:
     """The golden file's key numbers, checked against arithmetic rather than against itself."""
-    from aebench.report import build_report
-
-    out = build_report(golden_results(tmp_path), tmp_path / "rep")
+    _, out, board = golden_report
     rows = out.report.table.rows.set_index("label")
     assert rows.loc["ae", "recon/mse mean"] == pytest.approx(0.011)
     assert rows.loc["ae", "recon/mse std"] == pytest.approx(math.sqrt(2) * 0.001)
@@ -219,6 +227,20 @@ def test_golden_values_by_hand(tmp_path: Path) -> None:
     assert t.best["fid/prior"] == {order.index("vae")}  # 39.5 against 90.5
     assert t.cell(order.index("ae"), "nll/nats") == "n/a"
     assert t.cell(order.index("vae[beta=4]"), "nll/nats") == "–"
+    # fid/gaussian: ae (30, 32), vae (35, 35). Welch: t = -4 / sqrt(2/2 + 0) = -4 on (1)^2 / (1^2 / 1) = 1 degree
+    # of freedom; two-sided p = 1 - 2 atan(4) / pi = 0.156 > 0.05: the two share ranks 1-2
+    ranked = board.sections[0].rows.set_index("model")
+    assert ranked.loc["ae", "p_next"] == pytest.approx(1 - 2 * math.atan(4) / math.pi)
+    assert (ranked.loc["ae", "rank_lo"], ranked.loc["ae", "rank_hi"]) == (1, 2)
+    assert (ranked.loc["vae", "rank_lo"], ranked.loc["vae", "rank_hi"]) == (1, 2)
+    assert ranked.loc["vae[beta=4]", "rank"] is None
+    # the claims: 2 of 4 units active in the vae; KL and W2 rank ae and vae alike; no wae in these results
+    claims = {c.claim.id: c for c in out.report.claims}
+    assert claims["active-units"].summary == "supported (2 of 2 seeds)"
+    assert claims["active-units"].seeds[0].numbers == "vae: 2 of 4 dimensions active"
+    assert claims["kl-not-w2"].summary == "not supported (0 of 2 seeds)"
+    assert claims["wae-samples-better"].verdict == "not tested here"
+    assert claims["wae-samples-better"].missing == ["model wae-mmd or wae-gan"]
 
 
 def test_user_supplied_names_are_escaped(tmp_path: Path) -> None:
@@ -275,33 +297,40 @@ def test_cli_report(tiny_results: Path, tmp_path: Path, capsys) -> None:
     assert "no such results folder" in capsys.readouterr().err
 
 
-def test_encoder_codes_from_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    """For the N-M-N encoder suite the report encodes each pattern with the saved model."""
+def test_encoder_codes_are_the_codes_metrics_figure(tmp_path: Path, monkeypatch) -> None:
+    """The `codes` metric owns the learned-codes figure: drawn from its details, or, where a job's details lack
+    them, from the saved model (and a note when the checkpoint is gone)."""
     from aebench.cli import main
 
     suite = tmp_path / "enc.yaml"
     suite.write_text("version: 1\nname: enc\ndatasets: [{name: encoder, n: 4}]\nlatent_dim: 2\n"
                      "backbone: {name: mlp, hidden: []}\nmodels: [ae]\nseeds: [0]\n"
-                     "train: {epochs: 2, batch_size: 4}\neval: {n_samples: 8, samplers: [prior]}\nmetrics: [recon]\n")
+                     "train: {epochs: 2, batch_size: 4}\neval: {n_samples: 8, samplers: [prior]}\n"
+                     "metrics: [recon, codes]\n")
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(suite), "--results", "results", "--no-progress", "--report"]) == 0
-    from aebench.report.figures import compute_codes
-
-    job = next(p for p in (tmp_path / "results" / "enc").iterdir() if (p / "config.json").exists())
-    codes = compute_codes(job, json.loads((job / "config.json").read_text()))
-    assert len(codes) == 4 and all(len(c) == 2 for c in codes)
     md = (tmp_path / "reports" / "enc" / "README.md").read_text()
     assert "figures/encoder-codes.png" in md
-    # without its checkpoint (shipped results), the codes cannot be computed: a note, not a crash
-    import aebench.report.figures as figures
+    import aebench.report.metric_figures as mf
+    from aebench.report.figures import draw_all
+    from aebench.report.results import load_results
+
+    job = next(p for p in (tmp_path / "results" / "enc").iterdir() if (p / "config.json").exists())
+    items = json.loads((job / "metrics.json").read_text())["details"]["codes/items"]
+    codes = mf.compute_codes(job, json.loads((job / "config.json").read_text()))
+    assert len(codes) == 4 and all(len(c) == 2 for c in codes)
+    assert sum(codes, []) == pytest.approx(sum(items, []), abs=1e-5)  # the checkpoint encodes as the metric did
+
+    res = load_results(tmp_path / "results" / "enc")
+    res.metrics[job.name]["details"].pop("codes/items")  # details not kept: encoded from the checkpoint
+    notes: list[str] = []
+    assert "encoder-codes" in {f.name for f in draw_all(res, tmp_path / "figs", notes)} and not notes
 
     def no_checkpoint(*_args):
         raise FileNotFoundError("no checkpoint.pt")
 
-    monkeypatch.setattr(figures, "compute_codes", no_checkpoint)
-    from aebench.report.results import load_results
-
-    notes: list[str] = []
-    drawn = figures.draw_all(load_results(tmp_path / "results" / "enc"), tmp_path / "figs", notes)
+    monkeypatch.setattr(mf, "compute_codes", no_checkpoint)  # ... and without the checkpoint: a note, not a crash
+    res._groups = None
+    drawn = draw_all(res, tmp_path / "figs2", notes)
     assert "encoder-codes" not in {f.name for f in drawn}
-    assert notes == ["encoder codes of ae: FileNotFoundError: no checkpoint.pt"]
+    assert notes == ["codes of ae: FileNotFoundError: no checkpoint.pt"]

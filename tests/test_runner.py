@@ -39,7 +39,7 @@ def test_run_writes_the_results_layout(tiny_suite, tmp_path, capsys):
         cfg = json.loads((d / "config.json").read_text())
         assert d.name.startswith(f"{cfg['model']}-synthetic-s0-")
         prov = json.loads((d / "provenance.json").read_text())
-        assert {"versions", "git_commit", "device", "seed", "started", "finished", "wall_seconds"} <= set(prov)
+        assert {"versions", "git_commit", "device", "seed", "started", "finished", "train_seconds"} <= set(prov)
         curve = pd.read_csv(d / "curve.csv")
         assert list(curve["epoch"]) == [1, 2] and "loss" in curve and "reconstruction" in curve
         assert not (d / "resume.pt").exists()  # the epoch checkpoint goes once the job is done

@@ -59,6 +59,21 @@ class ImageSet:
         labels = None if self.labels is None else self.labels[:n]
         return ImageSet(self.name, self.split, self.images[:n], labels)
 
+    def split_off(self, n_val: int) -> tuple[ImageSet, ImageSet]:
+        """(train, val): the last ``n_val`` items are the validation split, the rest the training split.
+
+        A fixed rule (no shuffling, no seed), so every model and every seed sees the same split; as in the RAE
+        code's MNIST protocol, the last 10,000 of the 60,000 training images validate.
+        """
+        if n_val <= 0:
+            return self, ImageSet(self.name, "val", self.images[:0], None if self.labels is None else self.labels[:0])
+        if n_val >= len(self):
+            raise AebenchError(f"data.val {n_val} leaves no training images ({self.name} has {len(self)})")
+        cut = len(self) - n_val
+        labels = (None, None) if self.labels is None else (self.labels[:cut], self.labels[cut:])
+        return (ImageSet(self.name, self.split, self.images[:cut], labels[0]),
+                ImageSet(self.name, "val", self.images[cut:], labels[1]))
+
     def floats(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images in [0, 1] as float32, converted on the tensor's own device."""
         x = self.images if index is None else self.images[index]

@@ -207,6 +207,10 @@ class SlurmLauncher(Launcher):
         self.setup, self.wait, self.poll_seconds = list(setup or []), wait, float(poll_seconds)
         self.max_requeues, self.signal_delay_s, self.job_name = max_requeues, signal_delay_s, job_name
 
+    @classmethod
+    def notes(cls, suite_dir, rows):
+        return slurm_notes(suite_dir, rows)
+
     def parameters(self, suite: str) -> dict[str, Any]:
         """submitit's SlurmExecutor parameters for these options."""
         params: dict[str, Any] = {

@@ -8,7 +8,6 @@ A metric that does not apply raises ``NotApplicable(reason)``; the reason is rec
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,10 +25,12 @@ class NotApplicable(Exception):
 
 
 NEEDS = {
+    "encoder": lambda ctx: None if getattr(ctx.model, "has_encoder", True) else "the model has no encoder",
     "labels": lambda ctx: None if ctx.test.has_labels and ctx.train.has_labels else "the dataset has no labels",
     "probabilistic": lambda ctx: None if ctx.model.probabilistic else "the encoder is deterministic",
     "log_likelihood": lambda ctx: None if hasattr(ctx.model, "log_importance_weights")
-    else "the model defines no importance weights (log_importance_weights)",
+    or hasattr(ctx.model, "log_likelihood")
+    else "the model defines no importance weights (log_importance_weights) nor log_likelihood",
 }
 
 
@@ -51,7 +52,29 @@ class EvalContext:
     batch_size: int = 1000
     cache_dir: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    sampler_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped_samplers: dict[str, str] = field(default_factory=dict)  # sampler -> why it cannot serve this model
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        """Keep only the samplers that can serve this model; the others are recorded with the reason."""
+        from aebench.registry import SAMPLERS
+
+        usable = []
+        for name in self.samplers:
+            sampler = SAMPLERS.get(name)(**self.sampler_options.get(name, {}))
+            reason = sampler.applies_to(self.model) if hasattr(sampler, "applies_to") else None
+            if reason:
+                self.skipped_samplers[name] = reason
+            else:
+                usable.append(name)
+                self._cache[("sampler-unfitted", name)] = sampler
+        self.samplers = tuple(usable)
+
+    @property
+    def has_encoder(self) -> bool:
+        """False for a generator without an encoder (a GAN): reconstructions and codes do not exist."""
+        return bool(getattr(self.model, "has_encoder", True))
 
     def generator(self, tag: str) -> torch.Generator:
         """A CPU generator seeded by the job's seed and ``tag``: reruns draw the same numbers."""
@@ -90,12 +113,24 @@ class EvalContext:
         return self._cache[key]
 
     def sampler(self, name: str):
-        """Registered sampler ``name``, fitted to the training codes."""
-        from aebench.registry import SAMPLERS
-
+        """Registered sampler ``name`` with the suite's options, fitted to the training codes (and the model)."""
         key = ("sampler", name)
         if key not in self._cache:
-            self._cache[key] = SAMPLERS.get(name)().fit(self.codes("train").mean)
+            if name in self.skipped_samplers:
+                raise NotApplicable(f"sampler {name!r}: {self.skipped_samplers[name]}")
+            sampler = self._cache.pop(("sampler-unfitted", name), None)
+            if sampler is None:
+                from aebench.registry import SAMPLERS
+
+                sampler = SAMPLERS.get(name)(**self.sampler_options.get(name, {}))
+            if getattr(self.model, "has_encoder", True):
+                codes = self.codes("train").mean
+            else:  # a generator without an encoder: only samplers that need no codes get here
+                codes = torch.empty(0, self.model.latent_dim)
+            try:
+                self._cache[key] = sampler.fit(codes, self.model)
+            except TypeError:  # a plugin sampler written for the one-argument contract
+                self._cache[key] = sampler.fit(codes)
         return self._cache[key]
 
     @torch.no_grad()
@@ -113,12 +148,19 @@ class EvalContext:
         return self._cache[key]
 
 
-def metric_settings(name: str) -> set[str]:
-    """The settings a registered metric accepts (its keyword arguments after ``ctx``)."""
-    from aebench.registry import METRICS
+def check_metric_dependencies(name: str, options: dict[str, Any], where: str) -> None:
+    """Resolve what a metric depends on (a weights file, say) now, so a missing one is refused before training."""
+    from aebench.errors import AebenchError, SuiteError
+    from aebench.settings_types import canonical_metric_settings, metric_depends
 
-    params = list(inspect.signature(METRICS.get(name)).parameters.values())[1:]
-    return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    try:
+        metric_depends(name, canonical_metric_settings(name, options))
+    except SuiteError as e:
+        if e.field and not e.field.startswith(where):
+            e.field = f"{where}.{e.field}"
+        raise
+    except AebenchError as e:
+        raise SuiteError(None, where, str(e)) from None
 
 
 def _split_values(name: str, out: dict[str, Any], values: dict, details: dict) -> None:
@@ -137,26 +179,48 @@ def _split_values(name: str, out: dict[str, Any], values: dict, details: dict) -
                 details.setdefault("non_finite", []).append(full)
 
 
-def evaluate(ctx: EvalContext, metrics: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    """Run each (metric, settings) pair; returns ``{"values", "details", "not_applicable", "seconds"}``."""
+def evaluate_metric(ctx: EvalContext, name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """One metric's record: ``{"values", "details", "not_applicable" (reason or None), "seconds"}``."""
     from aebench.registry import METRICS
 
+    meta = METRICS.meta(name)
+    reason = next((r for need in meta.get("needs", ()) if (r := NEEDS[need](ctx))), None)
+    values: dict[str, float | None] = {}
+    details: dict[str, Any] = {}
+    if reason:
+        return {"values": values, "details": details, "not_applicable": reason, "seconds": 0.0}
+    t0 = time.perf_counter()
+    try:
+        out = METRICS.get(name)(ctx, **settings)
+    except NotApplicable as na:
+        return {"values": values, "details": details, "not_applicable": str(na), "seconds": 0.0}
+    seconds = time.perf_counter() - t0
+    _split_values(name, out, values, details)
+    return {"values": values, "details": details, "not_applicable": None, "seconds": seconds}
+
+
+def merge(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``metrics.json``'s view of metric records (metric name -> record), as ``evaluate`` returns it."""
     values: dict[str, float | None] = {}
     details: dict[str, Any] = {}
     not_applicable: dict[str, str] = {}
     seconds: dict[str, float] = {}
-    for name, settings in metrics:
-        meta = METRICS.meta(name)
-        reason = next((r for need in meta.get("needs", ()) if (r := NEEDS[need](ctx))), None)
-        if reason:
-            not_applicable[name] = reason
+    for name, rec in records.items():
+        if rec.get("not_applicable"):
+            not_applicable[name] = rec["not_applicable"]
             continue
-        t0 = time.perf_counter()
-        try:
-            out = METRICS.get(name)(ctx, **settings)
-        except NotApplicable as na:
-            not_applicable[name] = str(na)
-            continue
-        seconds[name] = time.perf_counter() - t0
-        _split_values(name, out, values, details)
+        values.update(rec["values"])
+        for k, v in rec["details"].items():
+            if k == "non_finite":
+                details.setdefault("non_finite", []).extend(v)
+            else:
+                details[k] = v
+        seconds[name] = rec["seconds"]
     return {"values": values, "details": details, "not_applicable": not_applicable, "seconds": seconds}
+
+
+def evaluate(ctx: EvalContext, metrics: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Run each (metric, settings) pair; returns ``{"values", "details", "not_applicable", "seconds"}``."""
+    out = merge({name: evaluate_metric(ctx, name, settings) for name, settings in metrics})
+    out["not_applicable"].update({f"sampler/{k}": v for k, v in ctx.skipped_samplers.items()})
+    return out

@@ -17,6 +17,7 @@ Keys, for each source ``s`` (every sampler of the suite, and ``recon`` for test 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,56 +35,81 @@ KID_SEED = 2020  # torch-fidelity's default rng_seed: the same subsets as a defa
 
 
 def resolve_extractor(extractor: str, image_shape: tuple[int, ...]) -> str:
-    """'auto' means the digits CNN for 28x28 grayscale images and Inception otherwise."""
+    """'auto' means the digits CNN for 28x28 grayscale images and Inception otherwise; else a registered name."""
+    from aebench.registry import EXTRACTORS
+
     if extractor == "auto":
         return "digits" if tuple(image_shape) == (1, 28, 28) else "inception"
-    if extractor not in ("digits", "inception"):
-        raise AebenchError(f"unknown fid extractor {extractor!r}; allowed: auto, digits, inception")
-    return extractor
+    return EXTRACTORS.canonical(extractor)
+
+
+@dataclass
+class Features:
+    """What an extractor factory returns: the torch-fidelity module (called on uint8 batches, returning a
+    1-tuple of features), its name, the hash that identifies its weights, and the channels it takes."""
+
+    module: Any
+    name: str
+    weights_hash: str
+    channels: int = 3
+
+
+def _create(name: str, feature: str, path: str | None, kind: str | None = None) -> Any:
+    from torch_fidelity.utils import create_feature_extractor
+
+    try:
+        return create_feature_extractor(name, [feature], cuda=False, verbose=False,
+                                        feature_extractor_weights_path=path)
+    except AebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch-fidelity raises assorted errors for a wrong file
+        raise AebenchError(f"cannot load {kind or name} extractor weights from {path}: {exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
+
+
+def digits_extractor(weights_path: str | None = None) -> Features:
+    """aebench's MNIST CNN (shipped), registered with torch-fidelity; 28x28 grayscale."""
+    from aebench.metrics.digits_extractor import register_with_torch_fidelity
+
+    name = register_with_torch_fidelity()
+    module = _create(name, "features", weights_path, "digits")
+    return Features(module, name, module.sha256, 1)
+
+
+def inception_extractor(weights_path: str | None = None) -> Features:
+    """torch-fidelity's Inception-v3 pool features (2048); the weights come from ``weights_path``, else from
+    aebench's cache (downloaded there once and checked: ``aebench.metrics.extractors``)."""
+    from aebench.metrics.digits_extractor import file_sha256
+    from aebench.metrics.extractors import inception_weights
+
+    if not weights_path:
+        try:
+            weights_path = str(inception_weights())
+        except AebenchError as exc:
+            raise AebenchError(f"{exc}, or set the metric setting feature_extractor_weights_path "
+                               "(or use extractor: digits for 28x28 grayscale images)") from None
+    module = _create(INCEPTION_NAME, "2048", weights_path, "inception")
+    return Features(module, INCEPTION_NAME, file_sha256(weights_path), 3)
 
 
 class Extractor:
-    """A torch-fidelity feature extractor on the job's device, with the hash that identifies its weights."""
+    """A registered feature extractor (``aebench ls extractors``) on the job's device, with its weights hash."""
 
     def __init__(self, kind: str, device: torch.device, weights_path: str | None = None, batch_size: int = 1000):
-        from torch_fidelity.utils import create_feature_extractor
+        from aebench.registry import EXTRACTORS
 
         self.kind, self.device, self.batch_size = kind, device, batch_size
-        if kind == "digits":
-            from aebench.metrics.digits_extractor import register_with_torch_fidelity
-
-            self.name = register_with_torch_fidelity()
-        else:
-            self.name = INCEPTION_NAME
-            if not weights_path:
-                raise AebenchError(
-                    "fid with extractor 'inception' needs the Inception weights, which aebench does not download: "
-                    f"fetch {INCEPTION_URL} on a machine with network access and set the metric setting "
-                    "feature_extractor_weights_path: /path/to/weights-inception-2015-12-05-6726825d.pth "
-                    "(or use extractor: digits for 28x28 grayscale images)")
         if weights_path and not Path(weights_path).expanduser().is_file():
             raise AebenchError(f"feature_extractor_weights_path {weights_path!r} is not a file")
         path = str(Path(weights_path).expanduser()) if weights_path else None
-        try:
-            self.module = create_feature_extractor(self.name, ["features" if kind == "digits" else "2048"],
-                                                   cuda=False, verbose=False, feature_extractor_weights_path=path)
-        except AebenchError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - torch-fidelity raises assorted errors for a wrong file
-            raise AebenchError(f"cannot load {kind} extractor weights from {path}: "
-                               f"{exc.__class__.__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
-                               ) from None
+        made = EXTRACTORS.get(kind)(path)
+        self.module, self.name, self.weights_hash, self.channels = made.module, made.name, made.weights_hash, \
+            made.channels
         self.module.to(device)
-        if kind == "digits":
-            self.weights_hash = self.module.sha256
-        else:
-            from aebench.metrics.digits_extractor import file_sha256
-
-            self.weights_hash = file_sha256(path)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Inception takes 3 channels: grayscale images are repeated, as torch-fidelity's loaders do."""
-        if self.kind == "inception" and images.shape[1] == 1:
+        if self.channels == 3 and images.shape[1] == 1:
             return images.expand(-1, 3, -1, -1)
         return images
 
@@ -183,16 +209,62 @@ def compare(gen: torch.Tensor, real: torch.Tensor, real_stats: dict[str, np.ndar
     return out
 
 
-def fid(ctx: EvalContext, extractor: str = "auto", n_samples: int | None = None,
-        feature_extractor_weights_path: str | None = None, recon: bool = True, kid: bool = True,
-        prc: bool = True, kid_subsets: int = 100, kid_subset_size: int = 1000,
-        prc_neighborhood: int = 3) -> dict[str, Any]:
-    """FID/KID/precision-recall of each sampler's images and of the reconstructions, against the test set.
+@dataclass
+class FIDSettings:
+    """Settings of the ``fid`` metric (checked by ``aebench validate`` before anything trains).
 
-    ``extractor``: auto (digits for 28x28 grayscale, else inception), digits or inception (needs
-    ``feature_extractor_weights_path``). ``n_samples``: generated images per sampler (default: the suite's
-    ``eval.n_samples``, 10,000); the reference is the first ``n_samples`` test images.
+    ``extractor``: auto (digits for 28x28 grayscale, else inception), or a registered extractor
+    (``aebench ls extractors``). ``n_samples``: generated images per sampler (default: the suite's
+    ``eval.n_samples``); the reference is the first ``n_samples`` test images.
     """
+
+    extractor: str = "auto"
+    n_samples: int | None = None
+    feature_extractor_weights_path: str | None = None
+    recon: bool = True
+    kid: bool = True
+    prc: bool = True
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    prc_neighborhood: int = 3
+
+    def __post_init__(self) -> None:
+        from aebench.errors import SuiteError
+        from aebench.registry import EXTRACTORS
+
+        if self.extractor != "auto" and self.extractor not in EXTRACTORS:
+            raise SuiteError(None, "extractor", f"unknown extractor {self.extractor!r}; allowed: auto, "
+                             f"{', '.join(EXTRACTORS.names())}")
+        if self.n_samples is not None and self.n_samples < 2:
+            raise SuiteError(None, "n_samples", f"must be >= 2, got {self.n_samples}")
+        for name in ("kid_subsets", "kid_subset_size", "prc_neighborhood"):
+            if getattr(self, name) < 1:
+                raise SuiteError(None, name, f"must be >= 1, got {getattr(self, name)}")
+
+
+def fid_depends(settings: dict[str, Any]) -> dict[str, Any]:
+    """What FID depends on beyond its settings: the extractor's weights, by hash (a retrained extractor
+    recomputes every FID; moving the same weights file does not)."""
+    from aebench.metrics.digits_extractor import ASSET_SHA256, file_sha256
+
+    path = settings.get("feature_extractor_weights_path")
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_file():
+            from aebench.errors import SuiteError
+
+            raise SuiteError(None, "feature_extractor_weights_path", f"{path!r} is not a file")
+        return {"weights_sha256": file_sha256(p)}
+    return {"weights_sha256": ASSET_SHA256 if settings.get("extractor") in ("auto", "digits") else None}
+
+
+def fid(ctx: EvalContext, **options: Any) -> dict[str, Any]:
+    """FID/KID/precision-recall of each sampler's images and of the reconstructions, against the test set
+    (settings: ``FIDSettings``)."""
+    s = FIDSettings(**options)
+    extractor, n_samples, feature_extractor_weights_path = s.extractor, s.n_samples, s.feature_extractor_weights_path
+    recon, kid, prc = s.recon, s.kid, s.prc
+    kid_subsets, kid_subset_size, prc_neighborhood = s.kid_subsets, s.kid_subset_size, s.prc_neighborhood
     kind = resolve_extractor(extractor, ctx.test.shape)
     n = int(n_samples or ctx.n_samples)
     if n < 2:
@@ -208,7 +280,7 @@ def fid(ctx: EvalContext, extractor: str = "auto", n_samples: int | None = None,
         radii = _cached(ctx, f"{stem}-radii-k{prc_neighborhood}.pt",
                         lambda: knn_radii(real_dev, prc_neighborhood).cpu()).to(ctx.device)
     sources: dict[str, torch.Tensor] = {s: ctx.samples(s, n) for s in ctx.samplers}
-    if recon:
+    if recon and ctx.has_encoder:  # a generator without an encoder has samples only
         sources["recon"] = ctx.reconstructions("test")[:n_ref]
     out: dict[str, Any] = {}
     kid_std: dict[str, float] = {}

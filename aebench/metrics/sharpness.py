@@ -46,7 +46,7 @@ def sharpness(ctx: EvalContext, n_samples: int | None = None, recon: bool = True
     data = float(laplace_variance(ctx.test.images).mean())
     out = {"data": data}
     sources = {s: ctx.samples(s, n) for s in ctx.samplers}
-    if recon:
+    if recon and ctx.has_encoder:  # a generator without an encoder has samples only
         sources["recon"] = ctx.reconstructions("test")
     for name, images in sources.items():
         value = float(laplace_variance(images).mean())

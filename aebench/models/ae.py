@@ -15,6 +15,17 @@ from aebench.models.base import Autoencoder, ModelConfig
 class AE(Autoencoder):
     """Plain autoencoder: reconstruction loss only."""
 
+    card = {
+        "objective": "-log p(x | Dec(z)), z = Enc(x) (a deterministic code) under the suite's likelihood: bernoulli "
+                     "= BCE of the decoder's logits, gaussian = ||x - Dec(z)||^2 / (2 sigma^2) + (D/2) log(2 pi "
+                     "sigma^2)",
+        "reduction": "summed over pixels (nats per image), mean over the batch",
+        "weights": "none (no hyperparameters)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Rumelhart, Hinton & Williams 1986, Learning Internal Representations by Error Propagation "
+                 "(PDP vol. 1, ch. 8: the encoder problem)",
+    }
+
 
 @dataclass
 class DropoutAEConfig(ModelConfig):
@@ -30,6 +41,16 @@ class DropoutAE(Autoencoder):
     """Dropout AE: dropout after every hidden layer of the backbone (and optionally on the code)."""
 
     Config = DropoutAEConfig
+    card = {
+        "objective": "-log p(x | Dec(z)), z = Enc(x), with (inverted) dropout of probability rate after every hidden "
+                     "activation of the backbone's encoder and decoder in training, and on z too when code = true; "
+                     "no dropout at evaluation",
+        "reduction": "-log p summed over pixels (nats per image), mean over the batch",
+        "weights": "rate = 0.2, code = false (no dropout on the code units)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Srivastava, Hinton, Krizhevsky, Sutskever & Salakhutdinov 2014, Dropout: A Simple Way to Prevent "
+                 "Neural Networks from Overfitting (JMLR)",
+    }
 
     @classmethod
     def backbone_options(cls, config: DropoutAEConfig) -> dict[str, Any]:
@@ -57,6 +78,15 @@ class SparseAE(Autoencoder):
     """Sparse AE: reconstruction plus lam * sum_i |h_i| on the code activations."""
 
     Config = SparseAEConfig
+    card = {
+        "objective": "-log p(x | Dec(h)) + lam * sum_i |h_i|, h = Enc(x) the code (latent_dim activations)",
+        "reduction": "-log p summed over pixels (nats per image), |h_i| summed over the code's dimensions; both "
+                     "averaged over the batch",
+        "weights": "lam = 0.1 (per image, beside a reconstruction term of ~100 nats on MNIST)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Ranzato, Poultney, Chopra & LeCun 2007, Efficient Learning of Sparse Representations with an "
+                 "Energy-Based Model; Goodfellow, Bengio & Courville 2016, Deep Learning, sec. 14.2.1",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.encode(x).mean

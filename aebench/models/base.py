@@ -46,24 +46,21 @@ class TrainSettings:
     grad_clip: float | None = None
 
 
-OPTIMIZERS = {
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-    "sgd": torch.optim.SGD,
-    "rmsprop": torch.optim.RMSprop,
-}
-
-
 class Autoencoder(nn.Module):
     """Base class: a deterministic encoder, a decoder and a decoder likelihood.
 
     Subclasses set ``Config``, ``probabilistic`` (the encoder outputs a spread) and ``stats_per_dim``
-    (encoder outputs per latent dimension), and override ``loss``.
+    (encoder outputs per latent dimension), and override ``loss``. A generator without an encoder (a GAN)
+    sets ``has_encoder = False``: metrics that need codes or reconstructions are then not applicable.
+    ``card`` states the objective exactly (``aebench ls models --details NAME`` prints it): keys
+    ``objective``, ``reduction``, ``weights``, ``optimisers``, ``paper``.
     """
 
     Config: ClassVar[type] = ModelConfig
     probabilistic: ClassVar[bool] = False
     stats_per_dim: ClassVar[int] = 1
+    has_encoder: ClassVar[bool] = True
+    card: ClassVar[dict[str, str]] = {}
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood: Any, latent_dim: int,
                  config: ModelConfig | None = None):
@@ -120,10 +117,11 @@ class Autoencoder(nn.Module):
 
 
 def make_optimizer(params: Any, train: TrainSettings, **overrides: Any) -> torch.optim.Optimizer:
-    if train.optimizer not in OPTIMIZERS:
-        raise AebenchError(f"unknown optimizer {train.optimizer!r}; allowed: {', '.join(OPTIMIZERS)}")
+    """The registered optimizer ``train.optimizer`` (``aebench ls optimizers``; plugins may add their own)."""
+    from aebench.registry import OPTIMIZERS
+
     kwargs = {"lr": train.lr, "weight_decay": train.weight_decay, **overrides}
-    return OPTIMIZERS[train.optimizer](params, **kwargs)
+    return OPTIMIZERS.get(train.optimizer)(params, **kwargs)
 
 
 # -- configs ----------------------------------------------------------------------------------------
@@ -159,5 +157,9 @@ def build_model(
     if unknown:
         raise SuiteError(None, f"backbone.{unknown[0]}",
                          f"unknown option of backbone {backbone!r}; allowed: {', '.join(sorted(accepted))}")
+    lik = make_likelihood(likelihood, **(likelihood_options or {}))
+    own = getattr(cls, "from_shape", None)  # energy models (RBM, Hopfield) make their own weights, no backbone
+    if own is not None:
+        return own(tuple(image_shape), latent_dim, lik, config)
     encoder, decoder = factory(tuple(image_shape), latent_dim * cls.stats_per_dim, latent_dim, **options)
-    return cls(encoder, decoder, make_likelihood(likelihood, **(likelihood_options or {})), latent_dim, config)
+    return cls(encoder, decoder, lik, latent_dim, config)

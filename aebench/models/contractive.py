@@ -56,6 +56,19 @@ class ContractiveAE(Autoencoder):
     """Contractive AE: reconstruction plus lam * ||J_f(x)||_F^2, the encoder's squared Jacobian norm."""
 
     Config = ContractiveAEConfig
+    card = {
+        "objective": "-log p(x | Dec(h)) + lam * ||J_f(x)||_F^2, h = f(x) = Enc(x), J_f = dh/dx the encoder's "
+                     "Jacobian: closed form sum_j (h_j (1 - h_j))^2 sum_i W_ji^2 when the encoder is one sigmoid "
+                     "layer (fast_path), else exact (one batched backward pass per code dimension) or Hutchinson's "
+                     "one-probe ||J^T v||^2, v ~ N(0, I) (estimator); batch-norm statistics held constant in J",
+        "reduction": "-log p summed over pixels (nats per image), ||J||_F^2 summed over code dimensions x pixels; "
+                     "both averaged over the batch",
+        "weights": "lam = 1, estimator = exact, fast_path = true",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder (the exact and Hutchinson "
+                      "penalties back-propagate by a double backward pass)",
+        "paper": "Rifai, Vincent, Muller, Glorot & Bengio 2011, Contractive Auto-Encoders: Explicit Invariance "
+                 "During Feature Extraction (ICML)",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, penalty = contractive_penalty(self.encoder, x, self.config.fast_path, self.config.estimator)

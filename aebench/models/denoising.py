@@ -47,6 +47,16 @@ class DenoisingAE(Autoencoder):
     """Denoising AE: encodes a corrupted copy of x (gaussian, masking or salt-and-pepper) and reconstructs clean x."""
 
     Config = DenoisingAEConfig
+    card = {
+        "objective": "-log p(x | Dec(Enc(x~))), x~ a fresh corrupted copy of the clean target x: masking sets each "
+                     "pixel to 0 with probability level; gaussian adds level * N(0, 1) per pixel (not clipped); "
+                     "salt_pepper sets each pixel, with probability level, to 0 or 1 with equal chance",
+        "reduction": "-log p summed over pixels (nats per image), mean over the batch",
+        "weights": "noise = masking, level = 0.25 (Vincent et al.'s 25% masking; the std for gaussian noise)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Vincent, Larochelle, Bengio & Manzagol 2008, Extracting and Composing Robust Features with "
+                 "Denoising Autoencoders (ICML)",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         noisy = corrupt(x, self.config.noise, self.config.level)

@@ -29,6 +29,16 @@ class IWAE(VAE):
     """
 
     Config = IWAEConfig
+    card = {
+        "objective": "-[logsumexp_i log w_i - log k], w_i = p(x | z_i) N(z_i; 0, I) / q(z_i | x), k reparameterised "
+                     "draws z_i ~ q(z|x) = N(mu, diag sigma^2); 'reconstruction' (mean -log p(x|z_i)) and 'kl' "
+                     "(analytic) are reported beside it and not part of it",
+        "reduction": "log-densities summed over pixels and latent dimensions, the bound per input, mean over the "
+                     "batch",
+        "weights": "k = 5 (Burda et al. use 5 and 50; k = 1 is the VAE's ELBO)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Burda, Grosse & Salakhutdinov 2016, Importance Weighted Autoencoders (ICLR)",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         enc = self.encode(x)

@@ -10,7 +10,7 @@ import torch
 
 from aebench.errors import AebenchError
 from aebench.models.base import Autoencoder, ModelConfig, TrainSettings, make_optimizer
-from aebench.models.jacobian import hutchinson_frobenius
+from aebench.models.jacobian import hutchinson_frobenius, jacobian_frobenius
 
 
 @dataclass
@@ -35,6 +35,21 @@ class RAE(Autoencoder):
     """
 
     Config = RAEConfig
+    card = {
+        "objective": "-log p(x | Dec(z)) + beta * ||z||^2 / 2 + the decoder regularizer, z = Enc(x) deterministic; "
+                     "l2: weight decay lam on every decoder parameter in the optimiser (its own parameter group, "
+                     "weight_decay = train.weight_decay + lam: the gradient of lam/2 ||theta_dec||^2 with adam, sgd, "
+                     "rmsprop; decoupled decay with adamw), reported as decoder_l2 = lam/2 ||theta_dec||^2 and added "
+                     "to 'loss' without a gradient; gp: lam * ||d Dec(z) / dz||_F^2 of the decoder's outputs (logits "
+                     "for bernoulli), Hutchinson's one-probe ||J^T v||^2, v ~ N(0, I)",
+        "reduction": "-log p summed over pixels (nats per image), ||z||^2 over latent dimensions, the gradient "
+                     "penalty over the Jacobian's entries; each averaged over the batch; decoder_l2 once per step",
+        "weights": "beta = 1 (the ||z||^2 / 2 weight), regularizer = l2, lam = 1e-3 (the decoder regularizer's)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder; with l2 the decoder's "
+                      "parameters form a second group with weight_decay + lam",
+        "paper": "Ghosh, Sajjadi, Vergari, Black & Schoelkopf 2020, From Variational to Deterministic "
+                 "Autoencoders (ICLR)",
+    }
 
     def _decoder_l2(self) -> torch.Tensor:
         with torch.no_grad():
@@ -50,7 +65,8 @@ class RAE(Autoencoder):
         if self.config.regularizer == "gp":
             create = torch.is_grad_enabled()  # training: reuse the reconstruction's decoder pass when it can
             with torch.enable_grad():
-                gp = hutchinson_frobenius(self.decoder, z, create_graph=create, out=out if create else None).mean()
+                norm = jacobian_frobenius if getattr(self.config, "estimator", "") == "exact" else hutchinson_frobenius
+                gp = norm(self.decoder, z, create_graph=create, out=out if create else None).mean()
             terms["gradient_penalty"] = gp if create else gp.detach()
             total = total + self.config.lam * terms["gradient_penalty"]
         else:

@@ -1,19 +1,59 @@
 """Latent samplers: how a trained model generates. Deterministic AEs generate through densities fitted
 to their training codes, so every model can be compared as a generator with every sampler.
 
-Contract: ``sampler = cls(); sampler.fit(codes)`` (codes: (N, D) float tensor on CPU), then
-``sampler.sample(n, generator) -> (n, D)`` float32 tensor.
+Contract (``Sampler``): ``sampler = cls(**options)`` (options are typed keyword arguments, checked by
+``aebench validate``); ``sampler.applies_to(model)`` is None or the reason the sampler cannot serve that model
+(recorded as not applicable); ``sampler.fit(codes, model)`` (codes: (N, D) float tensor on CPU, the
+training codes' posterior means); then ``sampler.sample(n, generator) -> (n, D)`` float32 tensor on CPU.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
-class PriorSampler:
-    """The prior N(0, I)."""
+class Sampler:
+    """Base class of latent samplers: applies to every model unless ``applies_to`` says why not.
 
-    def fit(self, codes: torch.Tensor) -> PriorSampler:
+    A sampler fitted to the training codes (``needs_codes``) cannot serve a generator without an encoder.
+    """
+
+    needs_codes = True
+
+    def applies_to(self, model: Any) -> str | None:
+        """None if this sampler can generate for ``model``; else the reason it cannot."""
+        if self.needs_codes and not getattr(model, "has_encoder", True):
+            return "it is fitted to the training codes, and the model has no encoder"
+        return None
+
+    def fit(self, codes: torch.Tensor, model: Any = None) -> Sampler:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class PriorSampler(Sampler):
+    """The prior N(0, I) in R^d.
+
+    Right for Euclidean latent spaces, and for the hypersphere too: a model on S^{d-1} (svae) normalises its
+    codes, and a normalised N(0, I) draw is uniform on the sphere, its prior. Any other latent space (the
+    Poincaré ball of poincare-vae) has a prior of its own, which N(0, I) is not: refused there.
+    """
+
+    needs_codes = False
+    latent_spaces = ("euclidean", "sphere")
+
+    def applies_to(self, model: Any) -> str | None:
+        space = getattr(model, "latent_space", "euclidean")
+        if space not in self.latent_spaces:
+            return (f"the prior sampler draws N(0, I) in R^d, not the prior of the model's {space} latent space; "
+                    "use that space's own sampler")
+        return super().applies_to(model)
+
+    def fit(self, codes: torch.Tensor, model: Any = None) -> PriorSampler:
         self.dim = codes.shape[1]
         return self
 
@@ -21,10 +61,10 @@ class PriorSampler:
         return torch.randn(n, self.dim, generator=generator)
 
 
-class GaussianSampler:
+class GaussianSampler(Sampler):
     """A full-covariance Gaussian fitted to the training codes (Ghosh et al. 2020's ex-post density)."""
 
-    def fit(self, codes: torch.Tensor) -> GaussianSampler:
+    def fit(self, codes: torch.Tensor, model: Any = None) -> GaussianSampler:
         c = codes.double()
         self.mean = c.mean(0)
         cov = torch.cov(c.T).reshape(c.shape[1], c.shape[1])
@@ -37,7 +77,7 @@ class GaussianSampler:
         return (self.mean + eps @ self.chol.T).float()
 
 
-class GMMSampler:
+class GMMSampler(Sampler):
     """A Gaussian mixture fitted to the training codes (10 components, full covariance; Ghosh et al. 2020).
 
     Deterministic: scikit-learn's EM starts from a fixed seed on a fixed subset of at most ``max_fit``
@@ -46,10 +86,15 @@ class GMMSampler:
     covariance floor scales with the codes' spread, so collapsed or tiny codes still fit.
     """
 
-    def __init__(self, n_components: int = 10, seed: int = 0, max_iter: int = 200, max_fit: int = 10_000):
-        self.n_components, self.seed, self.max_iter, self.max_fit = n_components, seed, max_iter, max_fit
+    def __init__(self, components: int = 10, seed: int = 0, max_iter: int = 200, max_fit: int = 10_000):
+        from aebench.errors import AebenchError
 
-    def fit(self, codes: torch.Tensor) -> GMMSampler:
+        for name, value in (("components", components), ("max_iter", max_iter), ("max_fit", max_fit)):
+            if value < 1:
+                raise AebenchError(f"{name} must be >= 1, got {value}")
+        self.n_components, self.seed, self.max_iter, self.max_fit = components, seed, max_iter, max_fit
+
+    def fit(self, codes: torch.Tensor, model: Any = None) -> GMMSampler:
         import warnings
 
         import numpy as np

@@ -47,6 +47,16 @@ class VAE(Autoencoder):
     Config = VAEConfig
     probabilistic = True
     stats_per_dim = 2
+    card = {
+        "objective": "-log p(x | Dec(z)) + beta * KL(N(mu, diag sigma^2) || N(0, I)), one z = mu + sigma * eps, "
+                     "eps ~ N(0, I), per input; KL in closed form 1/2 sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2); "
+                     "the encoder outputs mu and log sigma^2",
+        "reduction": "-log p summed over pixels (nats per image), KL summed over latent dimensions; both averaged "
+                     "over the batch",
+        "weights": "beta = 1 (the ELBO); no KL warm-up",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Kingma & Welling 2014, Auto-Encoding Variational Bayes (ICLR); Rezende, Mohamed & Wierstra 2014",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         enc = self.encode(x)
@@ -82,3 +92,9 @@ class BetaVAE(VAE):
     """beta-VAE (Higgins et al. 2017): the VAE with weight beta (default 4) on the KL term."""
 
     Config = BetaVAEConfig
+    card = {
+        **VAE.card,
+        "weights": "beta = 4 (the KL weight; beta > 1 pulls harder to the prior)",
+        "paper": "Higgins, Matthey, Pal, Burgess, Glorot, Botvinick, Mohamed & Lerchner 2017, beta-VAE: Learning "
+                 "Basic Visual Concepts with a Constrained Variational Framework (ICLR)",
+    }

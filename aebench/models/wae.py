@@ -56,6 +56,17 @@ class WAEMMD(Autoencoder):
     """WAE-MMD: reconstruction plus lam * MMD(codes, N(0, I)), inverse multiquadratics kernel, unbiased."""
 
     Config = WAEMMDConfig
+    card = {
+        "objective": "-log p(x | Dec(z)) + lam * MMD^2(z, z_p), z = Enc(x) deterministic codes of the batch, z_p ~ "
+                     "N(0, I) as many fresh draws; unbiased estimate (within-sample diagonals left out) with the IMQ "
+                     "kernel k(a, b) = sum_s C_s / (C_s + ||a - b||^2), C_s = 2 d s over the scales",
+        "reduction": "-log p summed over pixels (nats per image) and averaged over the batch; MMD^2 one estimate per "
+                     "batch (not per image)",
+        "weights": "lam = 10 (the WAE paper's MNIST value, there beside a squared-error cost: here the cost is the "
+                   "suite's NLL in nats per image), scales = [0.1, 0.2, 0.5, 1, 2, 5, 10] (the paper's code)",
+        "optimisers": "one: train.optimizer (lr, weight_decay) over encoder and decoder",
+        "paper": "Tolstikhin, Bousquet, Gelly & Schoelkopf 2018, Wasserstein Auto-Encoders (ICLR)",
+    }
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         z = self.encode(x).mean
@@ -97,6 +108,18 @@ class WAEGAN(Autoencoder):
     """
 
     Config = WAEGANConfig
+    card = {
+        "objective": "autoencoder: -log p(x | Dec(z)) + lam * -log sigmoid(D(z)) (non-saturating), z = Enc(x) "
+                     "deterministic; discriminator ('discriminator'): -log sigmoid(D(z_p)) - log(1 - sigmoid(D(z))), "
+                     "z_p ~ N(0, I), z detached; D an MLP on codes",
+        "reduction": "-log p summed over pixels (nats per image); every term averaged over the batch (each BCE its "
+                     "own batch mean)",
+        "weights": "lam = 1 (the WAE paper's MNIST value), disc_hidden = [512, 512, 512, 512] ReLU (the paper's), "
+                   "disc_lr_scale = 0.5 (discriminator lr = 0.5 * train.lr; the paper: 5e-4 against 1e-3)",
+        "optimisers": "two of train.optimizer, one step each per batch on the same forward pass: autoencoder "
+                      "(encoder + decoder) first, then the discriminator (on the codes from before that step)",
+        "paper": "Tolstikhin, Bousquet, Gelly & Schoelkopf 2018, Wasserstein Auto-Encoders (ICLR)",
+    }
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, likelihood, latent_dim: int,
                  config: WAEGANConfig | None = None):

@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aebench.errors import AebenchError
 from aebench.report import keys as K
@@ -21,6 +21,10 @@ from aebench.report.figures import Figure, draw_all
 from aebench.report.grids import ModelGrids, job_grids
 from aebench.report.results import Results, describe_protocol, load_results
 from aebench.report.table import Table, build_table
+
+if TYPE_CHECKING:
+    from aebench.report.claims import Checked
+    from aebench.report.leaderboard import Board
 
 MARKER = ".aebench-report"
 STATUS_ORDER = ("done", "failed", "damaged", "running", "pending")
@@ -48,7 +52,9 @@ class Report:
     res: Results
     table: Table  # headline metrics, one row per model
     all_metrics: Table | None  # every metric, shown transposed (one row per metric) when there are more
-    cost: Table | None
+    sections: dict[str, Table]  # metrics with a ``section`` meta (cost), one table each
+    ranking: Board | None  # the default leaderboard, with rank intervals over seeds
+    claims: list[Checked]  # the lecture's claims, checked per seed
     figures: list[Figure]
     grids: list[ModelGrids]
     provenance: Provenance
@@ -118,19 +124,31 @@ def _not_applicable(res: Results) -> list[tuple[str, str, str, str]]:
 
 def assemble(res: Results, figures_dir: Path, notes: list[str] | None = None) -> Report:
     """Tables, figures (written to ``figures_dir``), grids and provenance of a loaded results folder."""
+    from aebench.report.claims import check_claims
+    from aebench.report.leaderboard import board_of
+
     notes = [] if notes is None else notes
     keys = res.metric_keys
-    metric_keys = [k for k in keys if not k.startswith(K.COST_PREFIX)]
-    cost_keys = [k for k in keys if k.startswith(K.COST_PREFIX)]
+    metric_keys = [k for k in keys if not K.section(k)]
+    apart: dict[str, list[str]] = {}
+    for k in keys:
+        if K.section(k):
+            apart.setdefault(str(K.section(k)), []).append(k)
     has_done = not res.done.empty
-    heads = set(K.headline_keys(metric_keys))
-    head = [k for k in metric_keys if k in heads] or metric_keys
+    columns = set(K.column_keys(metric_keys))
+    head = [k for k in metric_keys if k in columns] or metric_keys
     table = build_table(res, head)
     all_metrics = build_table(res, metric_keys) if has_done and len(metric_keys) > len(head) else None
-    cost = build_table(res, cost_keys) if cost_keys and has_done else None
+    sections = {name: build_table(res, ks) for name, ks in apart.items()} if has_done else {}
+    try:
+        ranking = board_of(res) if has_done else None
+    except AebenchError:  # nothing to rank by
+        ranking = None
+    claims = check_claims(res) if has_done else []
     figures = draw_all(res, figures_dir, notes) if has_done else []
     grids = job_grids(res, notes) if has_done else []
-    return Report(res, table, all_metrics, cost, figures, grids, provenance(res), _not_applicable(res), notes)
+    return Report(res, table, all_metrics, sections, ranking, claims, figures, grids, provenance(res),
+                  _not_applicable(res), notes)
 
 
 def _swap_in(staging: Path, out: Path) -> None:

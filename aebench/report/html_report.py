@@ -23,6 +23,8 @@ figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}figcaption{c
 .grids{display:flex;flex-wrap:wrap;gap:1em}.grids figure{margin:0;max-width:320px}
 .grids img{width:100%;image-rendering:pixelated}
 pre{background:#f6f8fa;padding:1em;overflow:auto}.small{color:#555;font-size:.9em}
+.claims li{margin:.4em 0}.verdict{font-weight:bold;padding:0 .3em}.verdict.ok{background:#e6f4ea}
+.verdict.bad{background:#fce8e6}.verdict.mixed{background:#fef7e0}.verdict.none{background:#f1f3f4}
 """
 
 
@@ -68,6 +70,60 @@ def table_html_transposed(t: Table, table_id: str) -> str:
             + "".join(body) + "</tbody></table></div>")
 
 
+ID = ' class="id"'
+
+
+def ranking_html(board) -> list[str]:
+    """The default leaderboard with its ranks within noise."""
+    if board is None:
+        return []
+    from aebench.report.leaderboard import ALIGN, NOISE_NOTE, _cells, _columns
+
+    h = ['<h2 id="ranking">Ranking</h2>', f"<p>By <code>{e(board.metric)}</code> ({e(board.better)}), mean ± "
+         f"standard deviation over seeds, runs of one protocol together.</p><p class=\"small\">{e(NOISE_NOTE)}</p>"]
+    left = [i for i, a in enumerate(ALIGN) if a == "---"]
+    for s in board.sections:
+        if not s.main:
+            h.append(f"<p>Other protocol <code>{e(s.protocol)}</code> (not comparable with the ranking above):</p>")
+        heads = "".join(f"<th{ID if i in left else ''}>{e(c)}</th>" for i, c in enumerate(_columns(board)))
+        body = "".join("<tr>" + "".join(f"<td{ID if i in left else ''}>{e(c)}</td>"
+                                        for i, c in enumerate(_cells(board, r))) + "</tr>"
+                       for _, r in s.rows.iterrows())
+        h.append(f'<div class="scroll"><table class="ranking"><thead><tr>{heads}</tr></thead><tbody>{body}'
+                 "</tbody></table></div>")
+    return h
+
+
+VERDICT_CLASS = {"supported": "ok", "not supported": "bad", "mixed": "mixed"}
+
+
+def claims_html(checked) -> list[str]:
+    """The lecture's claims with verdicts and per-seed numbers, then the measurements."""
+    if not checked:
+        return []
+    from aebench.report.markdown_report import CLAIMS_NOTE
+
+    h = ['<h2 id="claims">The lecture\'s claims, checked</h2>', f'<p class="small">{e(CLAIMS_NOTE)}</p>']
+    for kind, title in (("claim", None), ("measure", "Measurements")):
+        entries = [c for c in checked if c.claim.kind == kind]
+        if entries and title:
+            h.append(f"<h3>{e(title)}</h3>")
+        items = []
+        for c in entries:
+            cls = VERDICT_CLASS.get(c.verdict, "none")
+            item = (f'<li id="claim-{e(c.claim.id)}"><span class="verdict {cls}">{e(c.summary)}</span> '
+                    f"{e(c.claim.statement)} <em>({e(c.where)})</em>")
+            if c.missing:
+                item += f"<br>Missing: {e('; '.join(c.missing))}."
+            else:
+                item += f"<br>Rule: {e(c.claim.rule)}.<ul>" + "".join(
+                    f"<li>seed {e(s.seed)}: {e(s.verdict)}: {e(s.numbers)}</li>" for s in c.seeds) + "</ul>"
+            items.append(item + "</li>")
+        if items:
+            h.append('<ul class="claims">' + "".join(items) + "</ul>")
+    return h
+
+
 def render_html(report) -> str:
     p = report.provenance
     h = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -84,8 +140,9 @@ def render_html(report) -> str:
             f"<li>{e(lbl)} ({e(ds)}), {e(m)}: {e(r)}</li>" for lbl, ds, m, r in report.not_applicable) + "</ul>")
     if report.all_metrics is not None:
         h += ['<h2 id="all-metrics">All metrics</h2>', table_html_transposed(report.all_metrics, "all-metrics-table")]
-    if report.cost is not None:
-        h += ['<h2 id="cost">Cost</h2>', table_html(report.cost, "cost-table")]
+    for name, table in report.sections.items():
+        h += [f'<h2 id="{e(name)}">{e(name.capitalize())}</h2>', table_html(table, f"{name}-table")]
+    h += ranking_html(report.ranking) + claims_html(report.claims)
     if report.figures:
         h.append('<h2 id="figures">Figures</h2>')
         for f in report.figures:

@@ -1,39 +1,44 @@
-"""The metric keys the report and the leaderboard look for, in one place.
+"""How the report reads a metric's registration: its columns, figures, ranking keys and table section.
 
-Metrics write ``"<metric>/<key>"`` values to ``metrics.json`` (and lists to its ``details``). The figures are
-drawn only when their keys exist, so a suite without a metric simply has no such figure. Adjust the names
-here if a metric renames its outputs.
+Metrics write ``"<metric>/<key>"`` values to ``metrics.json`` (and lists to its ``details``). Nothing here
+names a metric or a dataset: each metric says in its registry meta what the report shows of it
+
+- ``headline``: key patterns shown first (headline bars, leaderboard context columns);
+- ``columns``: key patterns of the comparison table (default: ``headline``);
+- ``figures``: ``"module:function"`` figures it owns, each ``fn(res, out) -> Figure | None``;
+- ``rank_by`` and ``rank_priority``: key patterns a leaderboard ranks by when none is chosen (lowest priority
+  first; a metric without ``rank_by`` is never a default);
+- ``section``: its keys go to their own table of that name (``cost``) instead of the comparison.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-
-# -- comparison figures ------------------------------------------------------------------------------
-RECON = "recon/mse"  # reconstruction error, x axis of the trade-off figure
-FID_PATTERN = "fid/*"  # sample FID per sampler (fid/prior, fid/gaussian), y axis of the trade-off
-FID_NOT_SAMPLES = ("recon", "kid_*", "precision_*", "recall_*")  # fid/* keys that are not a sampler's FID
-KL = "kl_w2/kl"  # KL(fitted aggregate posterior || N(0, I))
-W2 = "kl_w2/w2"  # W2(fitted aggregate posterior, N(0, I))
-BLUR_PATTERN = "sharpness/*"  # sharpness (Laplace variance) of samples per sampler, reconstructions, data
-BLUR_NOT_SOURCES = ("ratio_*",)  # sharpness/* keys that are not an image source's own value
-BLUR_REFERENCE = ("data",)  # the data's own sharpness, drawn as a dashed line
-ACTIVE_UNITS_METRIC = "active_units"
-ACTIVE_UNITS_VARIANCES = "active_units/variances"  # details: per-dimension Var_x(E[z|x])
-ACTIVE_UNITS_THRESHOLD = "threshold"  # the metric's setting (config.json metrics options)
-DEFAULT_ACTIVE_THRESHOLD = 0.01  # Burda et al. (2016): a unit is active if its variance exceeds 0.01
-ENCODER_CODES = "codes/items"  # details of the `codes` metric: the hidden code of each pattern (N x M)
-ENCODER_DATASET = "encoder"  # the N-M-N encoder task: its codes are computed from checkpoint.pt
-
-# -- leaderboard -----------------------------------------------------------------------------------------
-# The ranking metric when none is chosen: the first of these present in the results. The Gaussian sampler
-# (fitted to the training codes) applies to every model, so its FID compares a plain AE fairly with a VAE.
-LEADERBOARD_DEFAULTS = ("fid/gaussian", "fid/prior", "recon/mse")
+from typing import Any
 
 # Columns that are not metric values in a results row.
-NON_METRIC = {"job_id", "suite", "model", "label", "dataset", "seed", "protocol", "status", "reason", "device"}
-COST_PREFIX = "cost/"  # run cost (params, seconds): shown in their own table
+NON_METRIC = {"job_id", "suite", "model", "label", "dataset", "seed", "protocol", "origin", "trial", "status",
+              "reason", "device"}
+SETTINGS_PREFIX = "settings:"  # settings:<metric>: the id of the settings a metric was computed under
+ARROWS = {"min": "↓", "max": "↑"}
+
+
+def is_metric(column: str) -> bool:
+    """Whether a results column holds a metric value (not identity, status or settings ids)."""
+    return column not in NON_METRIC and not column.startswith(SETTINGS_PREFIX)
+
+
+def metric_of(key: str) -> str:
+    """The metric name of a ``metric/key`` column."""
+    return key.partition("/")[0]
+
+
+def meta(metric: str) -> dict[str, Any]:
+    """A metric's registry meta; an unknown (unloaded plugin's) metric has none."""
+    from aebench.registry import METRICS
+
+    return METRICS.meta(metric) if metric in METRICS else {}
 
 
 def matching(pattern: str, keys: Iterable[str], exclude: Iterable[str] = ()) -> list[str]:
@@ -50,22 +55,64 @@ def direction(key: str) -> str | None:
     return metric_direction(key)
 
 
-def headline_keys(keys: Iterable[str]) -> list[str]:
-    """The headline keys present among ``keys``, in registry order (each metric's ``headline`` meta)."""
+def arrow(key: str) -> str:
+    return ARROWS.get(direction(key) or "", "")
+
+
+def labelled(key: str) -> str:
+    """A key with its direction arrow, as axis labels and table headers show it."""
+    return f"{key} {arrow(key)}".strip()
+
+
+def _meta_keys(keys: Iterable[str], field: str, default: str | None = None) -> list[str]:
+    """Keys matching each metric's ``field`` patterns (``default`` field when it has none), in registry order."""
     from aebench.registry import METRICS
 
     keys = list(keys)
     out: list[str] = []
     for entry in METRICS.entries():
-        for h in entry.meta.get("headline", ()) or ():
-            for k in matching(f"{entry.name}/{h}", keys):
-                if k not in out:
-                    out.append(k)
+        patterns = entry.meta.get(field)
+        if patterns is None and default:
+            patterns = entry.meta.get(default)
+        for h in patterns or ():
+            out += [k for k in matching(f"{entry.name}/{h}", keys) if k not in out]
     return out
 
 
-ARROWS = {"min": "↓", "max": "↑"}
+def headline_keys(keys: Iterable[str]) -> list[str]:
+    """The headline keys present among ``keys``, in registry order (each metric's ``headline`` meta)."""
+    return _meta_keys(keys, "headline")
 
 
-def arrow(key: str) -> str:
-    return ARROWS.get(direction(key) or "", "")
+def column_keys(keys: Iterable[str]) -> list[str]:
+    """The comparison table's keys among ``keys``: each metric's ``columns`` meta, else its headline."""
+    return _meta_keys(keys, "columns", "headline")
+
+
+def section(key: str) -> str | None:
+    """The separate table a key belongs to (its metric's ``section`` meta), None for the comparison."""
+    return meta(metric_of(key)).get("section")
+
+
+def rank_candidates(keys: Iterable[str]) -> list[str]:
+    """Default ranking keys present among ``keys``: metrics with ``rank_by``, lowest ``rank_priority`` first."""
+    from aebench.registry import METRICS
+
+    keys = list(keys)
+    entries = sorted((e for e in METRICS.entries() if e.meta.get("rank_by")),
+                     key=lambda e: (e.meta.get("rank_priority", 100), e.name))
+    out: list[str] = []
+    for e in entries:
+        for pattern in e.meta["rank_by"]:
+            out += [k for k in matching(f"{e.name}/{pattern}", keys) if k not in out]
+    return out
+
+
+def figure_targets(metrics: Iterable[str]) -> list[tuple[str, str]]:
+    """(metric, ``"module:function"``) of every figure the given metrics own, in their order, each once."""
+    out: list[tuple[str, str]] = []
+    for m in metrics:
+        for target in meta(m).get("figures", ()) or ():
+            if target not in [t for _, t in out]:
+                out.append((m, target))
+    return out

@@ -67,6 +67,45 @@ LEGEND = (f"Mean ± standard deviation over seeds. ↓ lower is better, ↑ high
           f"its column (per dataset). {NOT_APPLICABLE}: the metric does not apply; {MISSING}: no value.")
 
 
+def ranking_markdown(board) -> list[str]:
+    """The default leaderboard with its ranks within noise (``aebench leaderboard`` writes the same)."""
+    if board is None:
+        return []
+    from aebench.report.leaderboard import NOISE_NOTE, section_markdown
+
+    out = ["## Ranking", "", f"By `{esc(board.metric)}` ({board.better}), mean ± standard deviation over seeds, "
+           "runs of one protocol together. " + NOISE_NOTE, ""]
+    for s in board.sections:
+        if not s.main:
+            out += [f"Other protocol `{esc(s.protocol)}` (not comparable with the ranking above):", ""]
+        out += section_markdown(board, s) + [""]
+    return out
+
+
+CLAIMS_NOTE = ("Each claim is judged seed by seed (models paired by seed number) by the rule shown, from the values "
+               "above; computed by `aebench.report.claims`, not written by hand. Supported: every seed supports it; "
+               "mixed: some do; not tested here: its models or metrics are not in these results.")
+
+
+def claims_markdown(checked) -> list[str]:
+    """The lecture's claims with their verdicts and per-seed numbers, then the measurements."""
+    if not checked:
+        return []
+    out = ["## The lecture's claims, checked", "", CLAIMS_NOTE, ""]
+    for kind, title in (("claim", None), ("measure", "Measurements")):
+        entries = [c for c in checked if c.claim.kind == kind]
+        if entries and title:
+            out += [f"### {title}", ""]
+        for c in entries:
+            out += [f"- **{esc(c.summary)}**: {c.claim.statement} _({esc(c.where)})_", ""]
+            if c.missing:
+                out += [f"  Missing: {esc('; '.join(c.missing))}.", ""]
+                continue
+            out += [f"  Rule: {c.claim.rule}.", ""]
+            out += [f"  - seed {s.seed}: {esc(s.verdict)}: {esc(s.numbers)}" for s in c.seeds] + [""]
+    return out
+
+
 def render_markdown(report) -> str:
     """The whole README as text (deterministic for a given results folder: the golden test relies on it)."""
     p = report.provenance
@@ -82,8 +121,10 @@ def render_markdown(report) -> str:
         out += [""]
     if report.all_metrics is not None:
         out += ["## All metrics", "", table_markdown_transposed(report.all_metrics), ""]
-    if report.cost is not None:
-        out += ["## Cost", "", table_markdown(report.cost), ""]
+    for name, table in report.sections.items():
+        out += [f"## {esc(name.capitalize())}", "", table_markdown(table), ""]
+    out += ranking_markdown(report.ranking)
+    out += claims_markdown(report.claims)
     if report.figures:
         out += ["## Figures", ""]
         for f in report.figures:

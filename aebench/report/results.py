@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from aebench.errors import AebenchError
 from aebench.report import keys as K
+from aebench.report.aggregate import Group, aggregate
 from aebench.store import jobdir as files
 from aebench.store.jobdir import JobDir
 
@@ -35,28 +36,37 @@ class Results:
     provenance: dict[str, dict[str, Any]] = field(default_factory=dict)  # job_id -> provenance.json
     curves: pd.DataFrame | None = None  # long form: job_id, label, dataset, seed, epoch, term, value
     suite_text: str | None = None  # the suite file snapshot (suite.yaml)
+    notes: list[str] = field(default_factory=list)  # what a figure could not draw, for the report's Notes
+    _groups: list[Group] | None = field(default=None, repr=False)
+
+    def aggregate(self) -> list[Group]:
+        """Every metric key of the done jobs over seeds, per dataset, label and protocol (computed once)."""
+        if self._groups is None:
+            self._groups = aggregate(self.done, self.metric_keys)
+        return self._groups
 
     @property
     def done(self) -> pd.DataFrame:
-        return self.jobs[self.jobs["status"] == "done"]
+        """Finished jobs, less tuning trials (they are scored on val; tuning.json reports them)."""
+        trial = self.jobs["trial"] if "trial" in self.jobs.columns else None
+        keep = self.jobs["status"] == "done"
+        return self.jobs[keep if trial is None else keep & trial.isna()]
 
     @property
     def metric_keys(self) -> list[str]:
         """Metric value columns present in done jobs, headline keys first, then the others, costs last."""
         done = self.done
-        cols = [c for c in self.jobs.columns if c not in K.NON_METRIC and done[c].notna().any()]
+        cols = [c for c in self.jobs.columns if K.is_metric(c) and done[c].notna().any()]
         order = {name: i for i, name in enumerate(self.metric_order)}
 
         def rank(k: str) -> int:
             return order.get(k.split("/")[0], len(order))
 
-        head = K.headline_keys(cols)
-        cost = [c for c in head if c.startswith(K.COST_PREFIX)]
-        head = sorted((c for c in head if c not in cost), key=rank)
-        rest = sorted((c for c in cols if c not in head and not c.startswith(K.COST_PREFIX)),
-                      key=lambda k: (rank(k), k))
-        cost += sorted(c for c in cols if c.startswith(K.COST_PREFIX) and c not in cost)
-        return head + rest + cost
+        apart = [c for c in cols if K.section(c)]  # keys shown in a table of their own (cost), last
+        head = sorted((c for c in K.headline_keys(cols) if c not in apart), key=rank)
+        rest = sorted((c for c in cols if c not in head and c not in apart), key=lambda k: (rank(k), k))
+        apart_head = K.headline_keys(apart)
+        return head + rest + apart_head + sorted(set(apart) - set(apart_head))
 
     @property
     def metric_order(self) -> list[str]:
@@ -65,6 +75,28 @@ class Results:
             ms = (self.configs.get(j) or {}).get("metrics") or []
             return [str(m[0]) for m in ms if isinstance(m, (list, tuple)) and m]
         return []
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Metrics the done jobs were evaluated with, or have values of: the suite's order first."""
+        names = list(self.metric_order)
+        for k in self.metric_keys:
+            if K.metric_of(k) not in names:
+                names.append(K.metric_of(k))
+        return names
+
+    def metric_settings(self, job_id: str, metric: str) -> dict[str, Any]:
+        """The settings ``metric`` ran with in a job (its evaluation plan), empty when unknown."""
+        for m in (self.configs.get(job_id) or {}).get("metrics") or []:
+            if isinstance(m, (list, tuple)) and len(m) == 2 and m[0] == metric and isinstance(m[1], dict):
+                return m[1]
+        return {}
+
+    def samplers(self, job_id: str) -> list[str]:
+        """The samplers a job's samples came from."""
+        met = self.metrics.get(job_id) or {}
+        found = met.get("sampled_with") or ((self.configs.get(job_id) or {}).get("eval") or {}).get("samplers") or []
+        return [s for s in found if isinstance(s, str)]
 
     @property
     def group_columns(self) -> list[str]:
@@ -163,7 +195,7 @@ def load_results(suite_dir: str | Path) -> Results:
     for col in ("suite", "model", "label", "dataset", "protocol"):
         jobs[col] = jobs[col].astype(object).where(jobs[col].notna(), None)
     jobs["seed"] = pd.to_numeric(jobs["seed"], errors="coerce").astype("Int64")
-    value_cols = [c for c in jobs.columns if c not in K.NON_METRIC]
+    value_cols = [c for c in jobs.columns if K.is_metric(c)]
     for c in value_cols:
         jobs[c] = pd.to_numeric(jobs[c], errors="coerce")
 
@@ -192,6 +224,8 @@ def load_results(suite_dir: str | Path) -> Results:
         met = jd.read_json(files.METRICS)
         if isinstance(met, dict):
             res.metrics[r.job_id] = met
+            if r.job_id in res.configs:  # the evaluation plan beside the training config, for the figures
+                res.configs[r.job_id] = {**res.configs[r.job_id], **_plan(met)}
         for c in _read_curve(jd / files.CURVE):
             epoch = c.get("epoch", math.nan)
             for term, value in c.items():
@@ -204,6 +238,17 @@ def load_results(suite_dir: str | Path) -> Results:
     return res
 
 
+def _plan(met: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` ([[name, settings]]), ``eval`` and ``data`` as the previous single-config layout had them."""
+    plan = (met.get("evaluation") or {}).get("plan") or {}
+    if not plan:
+        return {}
+    return {"metrics": plan.get("metrics") or [],
+            "eval": {"samplers": [s[0] if isinstance(s, list) else s for s in plan.get("samplers") or []],
+                     "n_samples": plan.get("n_samples"), "batch_size": plan.get("batch_size")},
+            "test_limit": plan.get("test_limit")}
+
+
 def describe_protocol(cfg: dict[str, Any]) -> str:
     """A one-line, human-readable account of what a protocol fingerprint fixes (dataset, budget, metrics)."""
     if not cfg:
@@ -213,7 +258,7 @@ def describe_protocol(cfg: dict[str, Any]) -> str:
         return "" if not d else "(" + ", ".join(f"{k}={v}" for k, v in sorted(d.items())) + ")"
 
     t = cfg.get("train") or {}
-    data = cfg.get("data") or {}
+    data = cfg.get("data") or {"train_limit": cfg.get("train_limit"), "test_limit": cfg.get("test_limit")}
     ev = cfg.get("eval") or {}
     limits = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if v is not None)
     metrics = ", ".join(str(m[0]) + opts(m[1]) for m in cfg.get("metrics") or [] if isinstance(m, (list, tuple)))

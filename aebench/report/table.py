@@ -68,40 +68,34 @@ def fmt(x: float, digits: int = 4) -> str:
 
 
 def build_table(res: Results, keys: list[str]) -> Table:
-    """Aggregate the done jobs over seeds; mark the best mean per column within each dataset and protocol."""
+    """The done jobs over seeds (``res.aggregate()``); the best mean per column marked per dataset and protocol."""
     import pandas as pd
 
-    done = res.done
     group = res.group_columns
-    display = [c for c in group if c != "dataset"] if done["dataset"].nunique() <= 1 else list(group)
+    display = [c for c in group if c != "dataset"] if res.done["dataset"].nunique() <= 1 else list(group)
     if "label" in display:  # the model first, then the dataset, then the protocol
         display = ["label"] + [c for c in display if c != "label"]
     out = []
     na: dict[tuple[int, str], str] = {}
-    for i, (ident, g) in enumerate(done.groupby(group, sort=False, dropna=False)):
-        ident = ident if isinstance(ident, tuple) else (ident,)
-        row = dict(zip(group, ident))
-        row["seeds"] = len(g)
+    for i, grp in enumerate(res.aggregate()):
+        row: dict = {"dataset": grp.dataset, "label": grp.label, "protocol": grp.protocol, "seeds": len(grp.job_ids)}
         for key in keys:
-            vals = pd.to_numeric(g[key], errors="coerce") if key in g else pd.Series(dtype=float)
-            row[f"{key} mean"] = float(vals.mean()) if vals.notna().any() else math.nan
-            row[f"{key} std"] = float(vals.std(ddof=1)) if vals.notna().sum() > 1 else math.nan
-            row[f"{key} n"] = int(vals.notna().sum())
-            if row[f"{key} n"] == 0:
-                reasons = [res.not_applicable(j).get(key.split("/")[0]) for j in g["job_id"]]
+            st = grp.stat(key)
+            row[f"{key} mean"], row[f"{key} std"], row[f"{key} n"] = st.mean, st.sd, st.n
+            if st.n == 0:
+                reasons = [res.not_applicable(j).get(K.metric_of(key)) for j in grp.job_ids]
                 if reasons and all(reasons):
                     na[(i, key)] = "; ".join(dict.fromkeys(reasons))
         out.append(row)
     rows = pd.DataFrame(out)
     table = Table(rows, list(keys), display, na=na)
-    block = [c for c in ("dataset", "protocol") if c in group]
     for key in keys:
         d = K.direction(key)
         if d not in ("min", "max") or rows.empty:
             continue
         col = rows[f"{key} mean"]
         best: set[int] = set()
-        for _, blk in rows.groupby(block, sort=False, dropna=False) if block else [(None, rows)]:
+        for _, blk in rows.groupby(["dataset", "protocol"], sort=False, dropna=False):
             vals = col.loc[blk.index].dropna()
             if len(vals) < 2:
                 continue

@@ -9,15 +9,15 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aebench import faults
 from aebench.errors import AebenchError, JobFailed, ResultsLocked, ResultsUnwritable
+from aebench.job import Job
 from aebench.runner.settings import RunSettings
 from aebench.store import jobdir as files
 from aebench.store.jobdir import JobDir
-from aebench.suite import Job
 
 GRID_N = 100  # images per sample grid
 
@@ -26,9 +26,10 @@ GRID_N = 100  # images per sample grid
 class Outcome:
     job_id: str
     label: str
-    status: str  # done, skipped (already done), failed, locked
+    status: str  # done (trained and evaluated), evaluated (evaluation only), skipped, failed, locked, untrained
     reason: str = ""
     seconds: float = 0.0
+    computed: list[str] = field(default_factory=list)  # the metrics computed (not reused from records)
 
 
 def _now() -> str:
@@ -65,10 +66,16 @@ def device_name(device) -> str:
 
 
 def load_split(job: Job, split: str, run: RunSettings, device):
+    """``train`` (less the validation images, then ``train_limit``), ``val`` (the last ``job.val`` training images)
+    or ``test``; ``test_limit`` applies to the split that is evaluated."""
     from aebench.data import load
 
-    limit = job.data.get(f"{split}_limit")
-    data = load(job.dataset, split, run.data_root, run.download, job.dataset_options).subset(limit)
+    if split in ("train", "val"):
+        train, val = load(job.dataset, "train", run.data_root, run.download, job.dataset_options).split_off(job.val)
+        data = train.subset(job.train_limit) if split == "train" else val.subset(job.evaluation.test_limit)
+    else:
+        data = load(job.dataset, "test", run.data_root, run.download, job.dataset_options)
+        data = data.subset(job.evaluation.test_limit)
     return data.to(device)
 
 
@@ -97,15 +104,19 @@ def log(message: str) -> None:
     tqdm.write(f"aebench: {message}", file=sys.stderr)
 
 
-def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
-    """Run ``job`` into ``results/<suite>/<job-id>/``; a failure is recorded, never raised.
+def run_job(job: Job, run: RunSettings, progress_position: int = 0, train: bool = True) -> Outcome:
+    """Train ``job`` if its training is not done, then compute what its evaluation lacks; a failure is recorded,
+    never raised. ``train=False`` (``aebench evaluate``) evaluates finished trainings only.
 
     Raised are Ctrl-C, and ``ResultsUnwritable`` for a full disk or read-only results folder, which
     would fail every later job as well.
     """
     jd = JobDir(run.suite_dir(job.suite) / job.id)
-    if jd.is_done():
+    requests = job.evaluation.requests(job.hash)
+    if up_to_date(jd, requests):
         return Outcome(job.id, job.label, "skipped")
+    if not train and not jd.is_trained():
+        return Outcome(job.id, job.label, "untrained", "not trained yet: `aebench run` trains it")
     try:
         jd.lock()
     except ResultsLocked as e:
@@ -114,14 +125,33 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
         raise _unwritable(e, jd.path) from None
     t0 = time.perf_counter()
     try:
-        if jd.is_done():  # finished by another process while we waited for the lock
+        if up_to_date(jd, requests):  # finished by another process while we waited for the lock
             return Outcome(job.id, job.label, "skipped")
-        jd.reset()
-        jd.write_json(files.CONFIG, job.config())
-        faults.point("job_start")
-        _train_and_evaluate(job, jd, run, progress_position)
+        from aebench.runner.evaluate import evaluate_job, missing_requests
+
+        trained = jd.is_trained()
+        if trained and not has_weights(job, jd) and missing_requests(jd, requests):
+            if job.evaluated_only:
+                raise JobFailed(f"the weights of this outside model are gone from {jd.path}; score it again with "
+                                "aebench evaluate --checkpoint/--pythae")
+            if not train:
+                return Outcome(job.id, job.label, "untrained", "its weights were stripped (aebench strip): "
+                               "`aebench run` retrains it to compute the new metrics")
+            log(f"{job.label} ({job.id}): its weights were stripped; retraining to compute "
+                f"{', '.join(r.name for r in missing_requests(jd, requests))}")
+            trained = False
+        model = None
+        if not trained:
+            jd.reset()
+            jd.write_json(files.CONFIG, job.config())
+            faults.point("job_start")
+            model = _train(job, jd, run, progress_position)
+        (jd / files.FAILED).unlink(missing_ok=True)
+        faults.point("eval_start")
+        computed = evaluate_job(job, jd, run, requests, model)
         jd.mark_done()
-        return Outcome(job.id, job.label, "done", seconds=time.perf_counter() - t0)
+        return Outcome(job.id, job.label, "done" if not trained else "evaluated", seconds=time.perf_counter() - t0,
+                       computed=computed)
     except (KeyboardInterrupt, SystemExit):  # ^C, or a Slurm requeue: not a failure of the job
         raise
     except BaseException as exc:  # noqa: BLE001 - one job's failure must not stop the suite
@@ -138,6 +168,18 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0) -> Outcome:
         return Outcome(job.id, job.label, "failed", reason, time.perf_counter() - t0)
     finally:
         jd.unlock()
+
+
+def has_weights(job: Job, jd: JobDir) -> bool:
+    """Whether the folder still holds the weights (``aebench strip`` removes them; a pythae model keeps its own)."""
+    if job.origin and job.origin.get("kind") == "pythae":
+        return (jd / job.origin["path"] / "model.pt").exists()
+    return (jd / files.CHECKPOINT).exists()
+
+
+def up_to_date(jd: JobDir, requests) -> bool:
+    """Done, and evaluated with exactly these metric keys."""
+    return jd.is_done() and jd.evaluated_keys() == {r.name: r.key for r in requests}
 
 
 def _unwritable(exc: OSError, where: Path) -> ResultsUnwritable:
@@ -165,97 +207,63 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first}"[:500]
 
 
-def _train_and_evaluate(job: Job, jd: JobDir, run: RunSettings, position: int) -> None:
+def _train(job: Job, jd: JobDir, run: RunSettings, position: int):
+    """The training stage: train (resuming), save the weights, curve and provenance, mark trained.
+    Returns the trained model (the evaluation stage uses it without reloading)."""
     import torch
     from tqdm.auto import tqdm
 
-    from aebench.metrics.base import EvalContext, evaluate, to_uint8
     from aebench.models.base import TrainSettings, build_model
-    from aebench.runner.grids import interleave, save_grid
-    from aebench.runner.settings import resolve_device
-    from aebench.runner.train import seed_everything, train
+    from aebench.runner.grids import save_grid
+    from aebench.runner.settings import prepare_device
+    from aebench.runner.train import Selection, seed_everything, train
     from aebench.store.atomic import atomic_torch_save
 
-    device = resolve_device(run.device)
-    if device.type == "cpu":
-        # Weights that weight decay drives towards zero (RAE's decoder, dead units) become subnormal
-        # floats, which x86 CPUs compute 10-100x slower: RAE's epochs grew from 2.5 s to 14 s. Flushing
-        # them to zero changes nothing a metric can see.
-        torch.set_flush_denormal(True)
+    device = prepare_device(run.device)
     started = _now()
     train_set = load_split(job, "train", run, device)
-    test_set = load_split(job, "test", run, device)
+    val_set = load_split(job, "val", run, device) if job.val else None
     seed_everything(job.seed)
     model = build_model(job.model, train_set.shape, job.latent_dim, job.params, job.backbone,
                         job.backbone_options, job.likelihood, job.likelihood_options).to(device)
     tcfg = job.train
-    settings = TrainSettings(tcfg["optimizer"], tcfg["lr"], tcfg["weight_decay"], tcfg["grad_clip"])
-    steps = -(-len(train_set) // tcfg["batch_size"]) * tcfg["epochs"]
+    settings = TrainSettings(tcfg.optimizer, tcfg.lr, tcfg.weight_decay, tcfg.grad_clip)
+    steps = -(-len(train_set) // tcfg.batch_size) * tcfg.epochs
     fixed_z = torch.randn(GRID_N, job.latent_dim, generator=torch.Generator().manual_seed(job.seed)).to(device)
-
-    every = tcfg.get("checkpoint_every", 1)
+    every = tcfg.checkpoint_every
 
     def on_epoch(epoch: int, state) -> None:
-        if epoch % every == 0 or epoch == tcfg["epochs"]:  # as often as the resume state, no more
+        if epoch % every == 0 or epoch == tcfg.epochs:  # as often as the resume state, no more
             _write_curve(jd, state.curve)
-        if epoch in (1, tcfg["epochs"]):
+        if epoch in (1, tcfg.epochs):
             model.eval()
             with torch.no_grad():
                 save_grid(model.generate(fixed_z), jd / f"samples-epoch-{'first' if epoch == 1 else 'last'}.png")
         if bar is not None:
-            bar.set_postfix(epoch=f"{epoch}/{tcfg['epochs']}", loss=f"{state.curve[-1]['loss']:.4g}")
+            bar.set_postfix(epoch=f"{epoch}/{tcfg.epochs}", loss=f"{state.curve[-1]['loss']:.4g}")
 
     bar = tqdm(total=steps, desc=job.label[:28], position=position, leave=False, unit="step",
                disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
     try:
-        state = train(model, train_set, settings, tcfg["epochs"], tcfg["batch_size"], job.seed, device,
+        state = train(model, train_set, settings, tcfg.epochs, tcfg.batch_size, job.seed, device,
                       resume_path=jd / files.RESUME, checkpoint_every=every,
                       on_epoch=on_epoch,
                       progress=None if bar.disable else bar.update,
                       log=lambda message: log(f"{job.label} ({job.id}): {message}"),
-                      precision=tcfg.get("precision", "fp32"), compile=tcfg.get("compile", False))
+                      precision=tcfg.precision, compile=tcfg.compile, val=val_set,
+                      selection=Selection(tcfg.select, tcfg.patience, tcfg.schedule, tcfg.lr_factor, tcfg.lr_patience,
+                                          tcfg.min_lr))
     finally:
         bar.close()
     faults.point("train_done")
     atomic_torch_save(model.state_dict(), jd / files.CHECKPOINT)
-    faults.point("eval_start")
-
-    # -- evaluation -------------------------------------------------------------------------------------
-    ev = job.eval
-    ctx = EvalContext(
-        model=model, train=train_set, test=test_set, device=device, seed=job.seed,
-        samplers=tuple(ev["samplers"]), n_samples=ev["n_samples"], batch_size=ev["batch_size"],
-        cache_dir=Path(run.results) / ".cache",
-        info={"train_seconds": state.seconds, "epochs": state.epoch, "dataset": job.dataset,
-              "params": sum(p.numel() for p in model.parameters())},
-    )
-    t_eval = time.perf_counter()
-    result = evaluate(ctx, job.metrics)
-    eval_seconds = time.perf_counter() - t_eval
-    result["values"].update({
-        "cost/params": float(ctx.info["params"]),
-        "cost/train_seconds": state.seconds,
-        "cost/seconds_per_epoch": state.seconds / max(state.epoch, 1),
-        "cost/eval_seconds": eval_seconds,
-    })
-    n_show = min(GRID_N, len(test_set))
-    x = test_set.images[:n_show]
-    save_grid(interleave(x.cpu(), ctx.reconstructions("test")[:n_show]), jd / "reconstructions.png")
-    for name in ctx.samplers:
-        save_grid(ctx.samples(name, GRID_N), jd / f"samples-{name}.png")
-    with torch.no_grad():
-        model.eval()
-        codes = ctx.codes("test").mean[:2]
-        if len(codes) == 2:
-            t = torch.linspace(0, 1, 10).unsqueeze(1)
-            z = (1 - t) * codes[0] + t * codes[1]
-            save_grid(to_uint8(model.generate(z.to(device))).cpu(), jd / "interpolation.png")
-    faults.point("metrics_write")
-    jd.write_json(files.METRICS, {**result, "sampled_with": list(ctx.samplers)})
-    faults.point("metrics_written")
     jd.write_json(files.PROVENANCE, {
         "versions": versions(), "git_commit": git_commit(), "device": device_name(device),
-        "seed": job.seed, "started": started, "finished": _now(),
-        "wall_seconds": state.seconds + eval_seconds, "python": platform.python_version(),
-        "host": platform.node(), "epochs": state.epoch,
+        "seed": job.seed, "started": started, "finished": _now(), "train_seconds": state.seconds,
+        "python": platform.python_version(), "host": platform.node(), "epochs": state.epoch,
+        "params": sum(p.numel() for p in model.parameters()), "origin": "trained by aebench",
+        "selected_epoch": state.selector.best_epoch if tcfg.select == "best" and val_set is not None else state.epoch,
+        "best_val_loss": state.selector.best if val_set is not None else None, "stopped_early": state.stopped_early,
     })
+    jd.mark_trained()
+    return model

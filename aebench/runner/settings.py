@@ -41,3 +41,16 @@ def resolve_device(name: str = "auto") -> torch.device:  # noqa: F821
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise AebenchError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
     return dev
+
+
+def prepare_device(name: str = "auto") -> torch.device:  # noqa: F821
+    """The device to run on, set up for speed that changes nothing a metric can see."""
+    import torch
+
+    device = resolve_device(name)
+    if device.type == "cpu":
+        # Weights that weight decay drives towards zero (RAE's decoder, dead units) become subnormal
+        # floats, which x86 CPUs compute 10-100x slower: RAE's epochs grew from 2.5 s to 14 s. Flushing
+        # them to zero changes nothing a metric can see.
+        torch.set_flush_denormal(True)
+    return device

@@ -9,10 +9,11 @@ from collections import Counter
 from typing import TextIO
 
 from aebench.errors import AebenchError, SuiteError
+from aebench.job import Job
 from aebench.runner.job import Outcome
 from aebench.runner.settings import RunSettings
 from aebench.store.atomic import atomic_write_text
-from aebench.suite import Job, Suite, loader_options
+from aebench.suite import Suite, loader_options
 
 MIN_FREE_MB = 64  # refuse to start below this much free space in the results folder ($AEBENCH_MIN_FREE_MB)
 
@@ -75,35 +76,80 @@ def check_data(suite: Suite, jobs: list[Job], run: RunSettings) -> None:
                                  f"({e.__class__.__name__}: {first[:200]})") from None
 
 
+def refuse_legacy(suite_dir, out: TextIO | None = None) -> None:
+    """Job folders of the previous layout are never retrained silently, nor mixed with the new ones."""
+    from aebench.store.table import legacy_dirs
+
+    old = legacy_dirs(suite_dir)
+    if old:
+        raise AebenchError(f"{suite_dir} holds {len(old)} job folder(s) of the previous layout "
+                           f"(e.g. {old[0].path.name}); "
+                           f"convert them first with `aebench migrate {suite_dir}` (nothing is retrained), or "
+                           "choose another folder with --results")
+
+
 def run_suite(suite: Suite, run: RunSettings, launcher=None, jobs: list[Job] | None = None,
-              out: TextIO | None = None) -> list[Outcome]:
-    """Run every job of ``suite`` not already done; returns every job's outcome."""
+              out: TextIO | None = None, train: bool = True) -> list[Outcome]:
+    """Train every job of ``suite`` whose training is not done, then compute what each evaluation lacks;
+    ``train=False`` (``aebench evaluate``) only evaluates finished trainings. Returns every job's outcome.
+
+    With a ``tune:`` block, the trials run first (evaluated on val), the selection is written to
+    ``tuning.json``, and then the suite's seeds run with each entry's selected point.
+    """
     out = out or sys.stderr
+    if jobs is not None or not any(suite.tuned(spec) for spec in suite.models):
+        return _run_jobs(suite, run, launcher, suite.jobs() if jobs is None else jobs, out, train)
+    import json
+
+    from aebench.tuning import TUNING_JSON, select_all
+
+    trials = suite.trial_jobs()
+    print(f"aebench: tuning: {len(trials)} trial jobs, selection by {suite.tune.metric} on the validation split",
+          file=out)
+    outcomes = _run_jobs(suite, run, launcher, trials, out, train)
+    selected, record = select_all(suite, run.suite_dir(suite.name))
+    atomic_write_text(run.suite_dir(suite.name) / TUNING_JSON, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    waiting = [label for label, r in record["models"].items() if r["selected"] is None]
+    if waiting:
+        print(f"aebench: no selection yet for {', '.join(waiting)} (trials unfinished or failed); run again to go on",
+              file=out)
+    return outcomes + _run_jobs(suite, run, launcher, suite.jobs(selected), out, train)
+
+
+def _run_jobs(suite: Suite, run: RunSettings, launcher, jobs: list[Job], out: TextIO, train: bool) -> list[Outcome]:
     from aebench.registry import LAUNCHERS
+    from aebench.runner.job import up_to_date
     from aebench.store.jobdir import JobDir
     from aebench.store.table import write_results_csv
 
-    jobs = suite.jobs() if jobs is None else jobs
+    refuse_legacy(run.suite_dir(suite.name))
     snapshot_suite(suite, run)
     todo, outcomes = [], []
+    to_train = 0
     for job in jobs:
         jd = JobDir(run.suite_dir(suite.name) / job.id)
         problem = jd.done_problem() if jd.path.exists() else "not finished"
-        if problem is None:
+        if problem is None and up_to_date(jd, job.evaluation.requests(job.hash)):
             jd.tidy()
             outcomes.append(Outcome(job.id, job.label, "skipped"))
             continue
-        if problem != "not finished":
+        if problem not in (None, "not finished"):
             print(f"aebench: {job.label} ({job.id}): {problem}; redoing the job", file=out)
+        trained = jd.path.exists() and jd.is_trained()
+        if not train and not trained:
+            outcomes.append(Outcome(job.id, job.label, "untrained", "not trained yet: `aebench run` trains it"))
+            continue
+        to_train += not trained
         todo.append(job)
     if launcher is None:
         launcher = LAUNCHERS.get(suite.launcher.name)(**suite.launcher.options)
     if todo:
         check_data(suite, todo, run)
-    print(f"aebench: suite {suite.name!r}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, "
-          f"{len(todo)} to run", file=out)
+    print(f"aebench: suite {suite.name!r}: {len(jobs)} jobs, {len(jobs) - len(todo)} already done, {len(todo)} to run "
+          f"({to_train} to train, {len(todo) - to_train} to evaluate)", file=out)
     try:
         if todo:
+            record_launcher(run.suite_dir(suite.name), suite.launcher.name)
             outcomes += launcher.launch(todo, run)
     finally:
         try:
@@ -114,13 +160,21 @@ def run_suite(suite: Suite, run: RunSettings, launcher=None, jobs: list[Job] | N
     return outcomes
 
 
+def record_launcher(suite_dir, name: str) -> None:
+    """Remember which launcher ran the suite, so `aebench status` asks only that launcher for notes."""
+    import json
+
+    atomic_write_text(suite_dir / "launcher.json", json.dumps({"name": name}) + "\n")
+
+
 def summarize(outcomes: list[Outcome], out: TextIO | None = None) -> int:
     """Print what finished and what failed; the exit code: 0 if nothing failed, 1 otherwise."""
     out = out or sys.stderr
     counts = Counter(o.status for o in outcomes)
-    parts = [f"{counts[s]} {s}" for s in ("done", "skipped", "failed", "locked", "submitted") if counts[s]]
+    parts = [f"{counts[s]} {s}" for s in ("done", "evaluated", "skipped", "untrained", "failed", "locked",
+                                         "submitted") if counts[s]]
     print(f"aebench: {', '.join(parts) or 'nothing to do'}", file=out)
     for o in outcomes:
-        if o.status in ("failed", "locked"):
+        if o.status in ("failed", "locked", "untrained"):
             print(f"  {o.status.upper()} {o.label} ({o.job_id}): {o.reason}", file=out)
     return 1 if counts["failed"] or counts["locked"] else 0

@@ -22,6 +22,7 @@ from aebench import faults
 from aebench.data.base import ImageSet
 from aebench.errors import JobFailed
 from aebench.models.base import Autoencoder, TrainSettings
+from aebench.runner.selection import Selector, make_schedulers, step_schedulers, validation_terms
 from aebench.store.atomic import atomic_torch_save
 
 
@@ -42,6 +43,21 @@ class TrainState:
     epoch: int = 0  # epochs completed
     curve: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    stopped_early: bool = False
+    selector: Selector = field(default_factory=Selector)
+    schedulers: list = field(default_factory=list)
+
+
+@dataclass
+class Selection:
+    """How the epochs are judged on the validation split (``train.select``, ``patience``, ``schedule``)."""
+
+    select: str = "last"
+    patience: int | None = None
+    schedule: str = "none"
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    min_lr: float = 0.0
 
 
 def save_resume(path: Path, model: Autoencoder, optimizers: list, state: TrainState) -> None:
@@ -54,6 +70,9 @@ def save_resume(path: Path, model: Autoencoder, optimizers: list, state: TrainSt
         "epoch": state.epoch,
         "curve": state.curve,
         "seconds": state.seconds,
+        "stopped_early": state.stopped_early,
+        "selector": state.selector.state_dict(),
+        "schedulers": [s.state_dict() for s in state.schedulers],
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rng_python": random.getstate(),
@@ -64,17 +83,25 @@ def save_resume(path: Path, model: Autoencoder, optimizers: list, state: TrainSt
 
 
 def load_resume(path: Path, model: Autoencoder, optimizers: list, device: torch.device,
-                log: Callable[[str], None] | None = None) -> TrainState | None:
+                log: Callable[[str], None] | None = None, selector: Selector | None = None,
+                schedulers: list | None = None) -> TrainState | None:
     """Restore a training state; None (start afresh, saying why) if there is none or it is damaged."""
     if not path.exists():
         return None
     model_before = {k: v.clone() for k, v in model.state_dict().items()}
+    selector = selector or Selector()
+    schedulers = schedulers if schedulers is not None else []
     try:
         blob = torch.load(path, map_location=device, weights_only=True)
         model.load_state_dict(blob["model"])
         for opt, sd in zip(optimizers, blob["optimizers"], strict=True):
             opt.load_state_dict(sd)
-        state = TrainState(int(blob["epoch"]), list(blob["curve"]), float(blob["seconds"]))
+        state = TrainState(int(blob["epoch"]), list(blob["curve"]), float(blob["seconds"]),
+                           bool(blob.get("stopped_early", False)), selector, schedulers)
+        if "selector" in blob:
+            selector.load_state_dict(blob["selector"])
+        for sched, sd in zip(schedulers, blob.get("schedulers", []), strict=False):
+            sched.load_state_dict(sd)
         rng_cpu, rng_cuda, rng_python, rng_numpy = (blob["rng_cpu"], blob["rng_cuda"], blob["rng_python"],
                                                     blob["rng_numpy"])
     except Exception as exc:  # noqa: BLE001 - truncated or foreign file: retrain from scratch
@@ -122,25 +149,34 @@ def train(
     log: Callable[[str], None] | None = None,
     precision: str = "fp32",
     compile: bool = False,
+    val: ImageSet | None = None,
+    selection: Selection | None = None,
 ) -> TrainState:
     """Train ``model`` for ``epochs`` over ``data`` (uint8 on ``device``); resumes from ``resume_path``.
 
     The resume state is saved every ``checkpoint_every`` epochs and after the last one, so a run killed
     during evaluation does not train again. Raises ``JobFailed`` when a loss term or a parameter turns
     NaN or infinite (divergence, exploding gradients). ``precision="bf16"`` runs the steps under
-    autocast; ``compile=True`` compiles the model's loss with ``torch.compile``.
+    autocast; ``compile=True`` compiles the model's ``train_step`` with ``torch.compile``.
     """
     optimizers = model.configure_optimizers(settings)
-    if compile:
-        model.loss = torch.compile(model.loss)
+    step = model.train_step
+    if compile:  # what the loop calls: the whole step (a two-player model's both updates), not only the loss
+        step = torch.compile(model.train_step)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    state = load_resume(resume_path, model, optimizers, device, log) if resume_path else None
-    state = state or TrainState()
+    sel = selection or Selection()
+    selector = Selector(keep_weights=sel.select == "best", patience=sel.patience)
+    schedulers = make_schedulers(optimizers, sel.schedule, epochs, sel.lr_factor, sel.lr_patience, sel.min_lr)
+    validate = val is not None and len(val) > 0
+    state = load_resume(resume_path, model, optimizers, device, log, selector, schedulers) if resume_path else None
+    state = state or TrainState(selector=selector, schedulers=schedulers)
     fault = faults.point if faults.enabled() else None
     n = len(data)
     steps = math.ceil(n / batch_size)
     images = data.images
     for epoch in range(state.epoch + 1, epochs + 1):
+        if state.stopped_early:
+            break
         model.train()
         t0 = time.perf_counter()
         perm = epoch_permutation(n, seed, epoch, device)
@@ -149,7 +185,7 @@ def train(
             idx = perm[i * batch_size : (i + 1) * batch_size]
             x = images[idx].float().div_(255.0)
             with autocast():
-                terms = model.train_step(x, optimizers, settings.grad_clip)
+                terms = step(x, optimizers, settings.grad_clip)
             for k, v in terms.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
             if progress is not None:
@@ -166,14 +202,23 @@ def train(
             raise JobFailed(f"{' and '.join(filter(None, (loss, weights)))}; "
                             "try a smaller learning rate or train.grad_clip")
         state.seconds += time.perf_counter() - t0
+        if validate:
+            row.update(validation_terms(model, val, batch_size, seed, epoch, device))
+            state.selector.update(epoch, row["val_loss"], model)
+            state.stopped_early = state.selector.stop and epoch < epochs
+        step_schedulers(state.schedulers, row.get("val_loss", row.get("loss")))
+        if state.schedulers:
+            row["lr"] = float(optimizers[0].param_groups[0]["lr"])
         state.epoch = epoch
         state.curve.append({"epoch": epoch, "seconds": state.seconds, **row})
         if on_epoch is not None:
             on_epoch(epoch, state)
         if fault is not None:
             fault("epoch_end")
-        if resume_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs):
+        if resume_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs or state.stopped_early):
             save_resume(resume_path, model, optimizers, state)
             if fault is not None:
                 fault("epoch_saved")
+    if sel.select == "best" and validate:
+        state.selector.restore(model)
     return state

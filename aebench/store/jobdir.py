@@ -27,9 +27,12 @@ CURVE = "curve.csv"
 CHECKPOINT = "checkpoint.pt"  # final weights
 RESUME = "resume.pt"  # last epoch's training state
 FAILED = "failed.json"
-DONE = "done"
+DONE = "done"  # trained and evaluated: vouches for the training files and metrics.json
+TRAINED = "trained"  # training finished: vouches for the training files (evaluation may follow, or be redone)
+EVAL_DIR = "eval"  # one record per metric and evaluation key: eval/<metric>-<key>.json
 LOCK = ".lock"
-VOUCHED = (CONFIG, METRICS, PROVENANCE, CURVE, CHECKPOINT)  # the done marker checks these
+TRAINING_FILES = (CONFIG, PROVENANCE, CURVE, CHECKPOINT)  # the trained marker checks these
+VOUCHED = (*TRAINING_FILES, METRICS)  # the done marker checks these
 PARSED = (CONFIG, METRICS, PROVENANCE)  # and these must also parse as JSON objects
 
 
@@ -54,15 +57,22 @@ class JobDir:
     # -- state -----------------------------------------------------------------------------------------
     def done_problem(self) -> str | None:
         """None if the job is done and its files match the marker; else why it is not."""
-        marker = self.path / DONE
+        return self._marker_problem(DONE, METRICS)
+
+    def trained_problem(self) -> str | None:
+        """None if training finished and its files match the ``trained`` marker; else why not."""
+        return self._marker_problem(TRAINED, CONFIG)
+
+    def _marker_problem(self, name: str, required: str) -> str | None:
+        marker = self.path / name
         if not marker.exists():
             return "not finished"
         try:
             vouched = json.loads(marker.read_text())["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
-            return f"damaged done marker {marker}"
-        if not isinstance(vouched, dict) or METRICS not in vouched:
-            return f"damaged done marker {marker}"
+            return f"damaged {name} marker {marker}" if name != DONE else f"damaged done marker {marker}"
+        if not isinstance(vouched, dict) or required not in vouched:
+            return f"damaged {name} marker {marker}" if name != DONE else f"damaged done marker {marker}"
         for name, digest in vouched.items():
             f = self.path / name
             if not f.exists():
@@ -79,6 +89,38 @@ class JobDir:
 
     def is_done(self) -> bool:
         return self.done_problem() is None
+
+    def is_trained(self) -> bool:
+        return self.trained_problem() is None
+
+    def layout(self) -> int | None:
+        """The folder layout its config.json declares (1: the previous, single-hash layout); None if unreadable."""
+        cfg = self.read_json(CONFIG)
+        return int(cfg.get("layout", 1)) if isinstance(cfg, dict) else None
+
+    # -- evaluation records ---------------------------------------------------------------------------
+    def record_path(self, metric: str, key: str) -> Path:
+        return self.path / EVAL_DIR / f"{metric}-{key[:16]}.json"
+
+    def read_record(self, metric: str, key: str) -> dict[str, Any] | None:
+        """The stored record of ``metric`` under evaluation key ``key``; None if absent, unreadable or stale."""
+        try:
+            rec = json.loads(self.record_path(metric, key).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rec, dict) or rec.get("key") != key or not isinstance(rec.get("values"), dict):
+            return None
+        return rec
+
+    def write_record(self, metric: str, key: str, record: dict[str, Any]) -> Path:
+        (self.path / EVAL_DIR).mkdir(exist_ok=True)
+        return self.write_json(f"{EVAL_DIR}/{metric}-{key[:16]}.json", {**record, "metric": metric, "key": key})
+
+    def evaluated_keys(self) -> dict[str, str] | None:
+        """metric -> evaluation key of what ``metrics.json`` holds (None for a folder without that record)."""
+        met = self.read_json(METRICS)
+        keys = (met or {}).get("evaluation", {}).get("keys") if isinstance(met, dict) else None
+        return keys if isinstance(keys, dict) else None
 
     def status(self, problem: str | None = "") -> str:
         """'done', 'damaged', 'failed', 'running', 'pending' (no folder or unfinished).
@@ -97,6 +139,8 @@ class JobDir:
             return "running"
         if (self.path / FAILED).exists():
             return "failed"
+        if self.is_trained():
+            return "trained"
         return "pending"
 
     def read_json(self, name: str) -> dict[str, Any] | None:
@@ -109,21 +153,37 @@ class JobDir:
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_json(self.path / name, obj)
 
+    def mark_trained(self, **extra: Any) -> None:
+        """Training is over: vouch for the training files, so evaluation can be redone without retraining."""
+        vouched = {n: sha256_file(self.path / n) for n in TRAINING_FILES if (self.path / n).exists()}
+        atomic_write_text(self.path / TRAINED, json.dumps({"sha256": vouched, **extra}, indent=2, sort_keys=True)
+                          + "\n")
+        (self.path / RESUME).unlink(missing_ok=True)
+
     def mark_done(self) -> None:
         """Write the marker last: it vouches for every result file by its checksum."""
         vouched = {n: sha256_file(self.path / n) for n in VOUCHED if (self.path / n).exists()}
+        stripped = self._stripped()
         faults.point("done_write")
-        atomic_write_text(self.path / DONE, json.dumps({"sha256": vouched}, indent=2, sort_keys=True) + "\n")
+        marker = {"sha256": vouched, **({"stripped": stripped} if stripped else {})}
+        atomic_write_text(self.path / DONE, json.dumps(marker, indent=2, sort_keys=True) + "\n")
         faults.point("done_written")
         for stale in (FAILED, RESUME):
             (self.path / stale).unlink(missing_ok=True)
+
+    def _stripped(self) -> list[str]:
+        try:
+            return list(json.loads((self.path / TRAINED).read_text()).get("stripped", []))
+        except (OSError, ValueError, AttributeError):
+            return []
 
     def mark_failed(self, reason: str, details: dict[str, Any] | None = None) -> None:
         self.write_json(FAILED, {"reason": reason, **(details or {})})
 
     def reset(self) -> None:
-        """Forget a finished or damaged result before redoing the job (the resume state is kept)."""
-        for name in (DONE, FAILED, METRICS):
+        """Forget a finished or damaged training before retraining (the resume state and records are kept:
+        records are keyed by the training id, which a retrain reproduces)."""
+        for name in (DONE, TRAINED, FAILED, METRICS):
             (self.path / name).unlink(missing_ok=True)
 
     def tidy(self) -> None:
@@ -155,10 +215,13 @@ class JobDir:
             return False
         self.lock()
         try:
-            marker = json.loads((self.path / DONE).read_text())
-            marker["sha256"].pop(CHECKPOINT, None)
-            marker["stripped"] = sorted({*marker.get("stripped", []), CHECKPOINT})
-            atomic_write_text(self.path / DONE, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+            for name in (TRAINED, DONE):
+                if not (self.path / name).exists():
+                    continue
+                marker = json.loads((self.path / name).read_text())
+                marker["sha256"].pop(CHECKPOINT, None)
+                marker["stripped"] = sorted({*marker.get("stripped", []), CHECKPOINT})
+                atomic_write_text(self.path / name, json.dumps(marker, indent=2, sort_keys=True) + "\n")
             (self.path / CHECKPOINT).unlink()
         finally:
             self.unlock()

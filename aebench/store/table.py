@@ -19,11 +19,19 @@ from aebench.store.atomic import atomic_write_text, remove_stale_temps
 from aebench.store.jobdir import CONFIG, FAILED, LOCK, METRICS, PROVENANCE, JobDir
 
 RESULTS_CSV = "results.csv"
-FIXED = ["job_id", "suite", "model", "label", "dataset", "seed", "protocol", "status", "reason"]
+FIXED = ["job_id", "suite", "model", "label", "dataset", "seed", "protocol", "origin", "trial", "status", "reason"]
+SETTINGS_PREFIX = "settings:"  # columns "settings:<metric>": the id of the settings a metric was computed under
 
 
 def job_dirs(suite_dir: Path) -> list[JobDir]:
     return [JobDir(p) for p in sorted(Path(suite_dir).iterdir()) if p.is_dir() and (p / CONFIG).exists()]
+
+
+def legacy_dirs(suite_dir: Path) -> list[JobDir]:
+    """Job folders of the previous layout (one hash over training and evaluation): ``aebench migrate`` them."""
+    if not Path(suite_dir).is_dir():
+        return []
+    return [jd for jd in job_dirs(Path(suite_dir)) if jd.layout() == 1]
 
 
 def collect(suite_dir: str | Path) -> list[dict[str, Any]]:
@@ -43,11 +51,15 @@ def collect(suite_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _row(jd: JobDir) -> dict[str, Any]:
-    from aebench.suite import Job
+    from aebench.job import Job
 
     cfg = jd.read_json(CONFIG)
     if not isinstance(cfg, dict):
         return {"job_id": jd.path.name, "status": "damaged", "reason": f"unreadable {jd / CONFIG}"}
+    if cfg.get("layout", 1) == 1:
+        return {"job_id": jd.path.name, "suite": cfg.get("suite"), "model": cfg.get("model"),
+                "label": cfg.get("label"), "dataset": cfg.get("dataset"), "seed": cfg.get("seed"), "status": "legacy",
+                "reason": f"previous layout: convert it with `aebench migrate {jd.path.parent}`"}
     try:
         job = Job.from_config(cfg)
         protocol = job.protocol
@@ -57,7 +69,8 @@ def _row(jd: JobDir) -> dict[str, Any]:
     status = jd.status(problem)
     row: dict[str, Any] = {
         "job_id": jd.path.name, "suite": job.suite, "model": job.model, "label": job.label,
-        "dataset": job.dataset, "seed": job.seed, "protocol": protocol, "status": status, "reason": "",
+        "dataset": job.dataset, "seed": job.seed, "protocol": protocol,
+        "origin": (job.origin or {}).get("kind", "aebench"), "trial": job.trial, "status": status, "reason": "",
     }
     if status == "done":
         metrics = jd.read_json(METRICS) or {}
@@ -66,6 +79,8 @@ def _row(jd: JobDir) -> dict[str, Any]:
             row.update(status="damaged", reason=f"damaged {jd / METRICS} (no 'values' mapping)")
             return row
         row.update({k: v for k, v in values.items() if k not in FIXED})
+        ids = (metrics.get("evaluation") or {}).get("settings_ids") or {}
+        row.update({f"{SETTINGS_PREFIX}{m}": i for m, i in ids.items()})
         prov = jd.read_json(PROVENANCE) or {}
         row["device"] = prov.get("device", "")
     elif status == "failed":
