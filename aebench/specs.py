@@ -50,15 +50,6 @@ class TrainSpec:
             raise SuiteError(None, "lr_factor", f"must be between 0 and 1, got {self.lr_factor}")
         if self.min_lr < 0:
             raise SuiteError(None, "min_lr", f"must be >= 0, got {self.min_lr}")
-
-    @property
-    def needs_validation(self) -> str | None:
-        """The setting that needs a validation split, if any."""
-        if self.select == "best":
-            return "select"
-        if self.patience is not None:
-            return "patience"
-        return "schedule" if self.schedule == "plateau" else None
         if self.precision not in ("fp32", "bf16"):
             raise SuiteError(None, "precision", f"unknown precision {self.precision!r}; allowed: fp32, bf16")
         if self.weight_decay < 0:
@@ -70,6 +61,15 @@ class TrainSpec:
         if self.optimizer not in OPTIMIZERS:
             raise SuiteError(None, "optimizer", f"unknown optimizer {self.optimizer!r}; allowed: "
                              f"{', '.join(OPTIMIZERS.names())}")
+
+    @property
+    def needs_validation(self) -> str | None:
+        """The setting that needs a validation split, if any."""
+        if self.select == "best":
+            return "select"
+        if self.patience is not None:
+            return "patience"
+        return "schedule" if self.schedule == "plateau" else None
 
 
 @dataclass

@@ -10,20 +10,19 @@ from __future__ import annotations
 import copy
 import itertools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from aebench.config import from_dict, unknown_field
 from aebench.errors import AebenchError, SuiteError
 from aebench.job import Evaluation, Job
 from aebench.registry import REGISTRIES, check_name
 from aebench.specs import DataSpec, EvalSpec, ModelSpec, NamedSpec, TrainSpec, TuneSpec
+from aebench.yamlio import apply_overrides, parse_override, read_yaml, safe_load
 
-__all__ = ["Suite", "Job", "load_suite", "validate", "parse_suite", "loader_options"]
+__all__ = ["Suite", "Job", "load_suite", "validate", "parse_suite", "loader_options", "apply_overrides",
+           "parse_override", "read_yaml", "safe_load"]
 
 SUITE_VERSION = 1
 
@@ -138,112 +137,6 @@ def _grid_points(spec: ModelSpec) -> list[tuple[dict[str, Any], str]]:
         chosen = dict(zip(keys, combo))
         points.append(({**spec.params, **chosen}, f"{base}[{','.join(f'{k}={v}' for k, v in chosen.items())}]"))
     return points
-
-
-# -- reading ------------------------------------------------------------------------------------------
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-4`` as a float (YAML 1.1 wants ``1.0e-4``) and refuses a key
-    given twice (plain YAML keeps the last silently, so an edit could be lost without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:  # an unhashable key: the base class reports it
-                continue
-            if duplicate:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} given twice; keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def safe_load(text: str):
-    """Parse YAML as data only: no tags that construct objects."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-
-
-def read_yaml(path: str | os.PathLike) -> Any:
-    """``yaml.safe_load`` of a file, with a one-line error naming the file and the line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AebenchError(f"{path}: no such suite file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise AebenchError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
-    try:
-        return safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        tag = re.search(r"for the tag '(?:tag:yaml\.org,2002:)?([^']*)'", problem)
-        if tag:
-            raise SuiteError(str(path), None, f"malformed YAML at {where}: tag '!!{tag.group(1)}' is not allowed, "
-                             "a suite is data; allowed: plain mappings, lists, strings, numbers, true/false, "
-                             "null") from None
-        raise SuiteError(str(path), None, f"malformed YAML at {where}: {problem}") from None
-    except RecursionError:
-        raise SuiteError(str(path), None, "malformed YAML: nested too deeply") from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``key.path=value`` -> (["key", "path"], value), the value read as YAML (``3`` is an int)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise AebenchError(f"--set {text!r}: expected key.path=value")
-    try:
-        value = safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``--set`` overrides to the raw mapping (list items by index: ``models.0.params.beta=4``)."""
-    raw = copy.deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node: Any = raw
-        for i, part in enumerate(path[:-1]):
-            where = ".".join(path[: i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise AebenchError(f"--set {text}: {where} is not an index of a {len(node)}-item list")
-                node = node[int(part)]
-            elif isinstance(node, dict):
-                if isinstance(node.get(part), str):  # `launcher: slurm` + --set launcher.partition=gpu
-                    node[part] = {"name": node[part]}
-                elif not isinstance(node.get(part), (dict, list)):
-                    node[part] = {}
-                node = node[part]
-            else:
-                raise AebenchError(f"--set {text}: {where} is not a mapping")
-        last = path[-1]
-        if isinstance(node, list):
-            if not last.isdigit() or int(last) >= len(node):
-                raise AebenchError(f"--set {text}: {last} is not an index of a {len(node)}-item list")
-            node[int(last)] = value
-        else:
-            node[last] = value
-    return raw
 
 
 def _named(value: Any, where: str, key: str = "name", nested: str | None = None) -> NamedSpec:
@@ -383,129 +276,6 @@ def _default_name(value: Any, default: str) -> Any:
     return {"name": default, **value} if isinstance(value, dict) and "name" not in value else value
 
 
-def validate(suite: Suite) -> None:
-    """Check every name against its registry and every setting against what it accepts."""
-    import inspect
-
-    def known(kind: str, name: str, where: str) -> str:
-        try:
-            return REGISTRIES[kind].canonical(name)
-        except AebenchError as e:
-            raise SuiteError(None, where, str(e)) from None
-
-    for i, ds in enumerate(suite.datasets):
-        ds.name = known("datasets", ds.name, f"datasets[{i}].name")
-    suite.backbone.name = known("backbones", suite.backbone.name, "backbone.name")
-    suite.likelihood.name = known("likelihoods", suite.likelihood.name, "likelihood.name")
-    for i, s in enumerate(suite.eval.samplers):
-        s.name = known("samplers", s.name, f"eval.samplers[{i}].name")
-    samplers = [s.name for s in suite.eval.samplers]
-    dup = next((n for n in samplers if samplers.count(n) > 1), None)
-    if dup:
-        raise SuiteError(None, "eval.samplers", f"sampler {dup!r} listed twice (its results are keyed by its name)")
-    suite.launcher.name = known("launchers", suite.launcher.name, "launcher.name")
-    for i, m in enumerate(suite.metrics):
-        m.name = known("metrics", m.name, f"metrics[{i}].name")
-    names = [m.name for m in suite.metrics]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise SuiteError(None, "metrics", f"metric {dup!r} listed twice")
-    for i, m in enumerate(suite.metrics):
-        if "labels" not in REGISTRIES["metrics"].meta(m.name).get("needs", ()):
-            continue
-        for j, ds in enumerate(suite.datasets):  # meta labels=False: known to have none (None: unknown)
-            if REGISTRIES["datasets"].meta(ds.name).get("labels") is False:
-                raise SuiteError(None, f"metrics[{i}].name", f"metric {m.name!r} needs class labels, but dataset "
-                                 f"{ds.name!r} (datasets[{j}]) has none; allowed: labelled datasets, or drop the "
-                                 "metric (`aebench ls metrics` shows what each needs)")
-    for i, spec in enumerate(suite.models):
-        spec.name = known("models", spec.name, f"models[{i}].name")
-        if spec.label is not None:
-            try:
-                check_name(spec.label.replace("[", "").replace("]", ""), "label")
-            except AebenchError as e:
-                raise SuiteError(None, f"models[{i}].label", str(e)) from None
-    labels = [label for spec in suite.models for _, label in _grid_points(spec)]
-    dup = next((n for n in labels if labels.count(n) > 1), None)
-    if dup:
-        raise SuiteError(None, "models", f"model {dup!r} listed twice; give one entry a 'label' or use 'grid'")
-
-    # settings that need the implementations: import them now, before anything trains
-    from aebench.models.base import model_config
-    from aebench.settings_types import check_settings
-
-    for i, spec in enumerate(suite.models):
-        for params, _ in _grid_points(spec):
-            model_config(spec.name, params, f"models[{i}].params")
-    _check_tuning(suite)
-    check_settings("likelihoods", suite.likelihood.name, suite.likelihood.options, "likelihood")
-    for i, s in enumerate(suite.eval.samplers):
-        check_settings("samplers", s.name, s.options, f"eval.samplers[{i}]")
-        _construct(REGISTRIES["samplers"].get(s.name), s.options, f"eval.samplers[{i}]")
-    for i, m in enumerate(suite.metrics):
-        check_settings("metrics", m.name, m.options, f"metrics[{i}]")
-    from aebench.metrics.base import check_metric_dependencies
-
-    for i, m in enumerate(suite.metrics):
-        check_metric_dependencies(m.name, m.options, f"metrics[{i}]")
-    from aebench.registry import BACKBONES, LAUNCHERS
-
-    check_settings("launchers", suite.launcher.name, suite.launcher.options, "launcher")
-    _construct(LAUNCHERS.get(suite.launcher.name), suite.launcher.options, "launcher")
-    accepted = set(inspect.signature(BACKBONES.get(suite.backbone.name)).parameters) - {
-        "image_shape", "enc_out", "latent_dim"}
-    for key in suite.backbone.options:
-        if key not in accepted:
-            raise SuiteError(None, f"backbone.{key}", f"unknown option of backbone {suite.backbone.name!r}; "
-                             f"allowed: {', '.join(sorted(accepted))}")
-
-
-def _check_tuning(suite: Suite) -> None:
-    """Every trial's params and training settings are valid, and the selection key is a known, directed metric."""
-    from dataclasses import asdict
-
-    from aebench.models.base import model_config
-    from aebench.registry import METRICS, metric_direction
-    from aebench.tuning import split_point, trial_points
-
-    for i, spec in enumerate(suite.models):
-        if not suite.tuned(spec):
-            continue
-        points = trial_points(spec.search, suite.tune.trials, suite.tune.seed, spec.label or spec.name)
-        for t, point in enumerate(points):
-            params, train = split_point(point)
-            model_config(spec.name, {**spec.params, **params}, f"models[{i}].search (trial {t})")
-            from_dict(TrainSpec, {**asdict(suite.train), **train}, f"models[{i}].search (trial {t})")
-    if suite.tune.trials:
-        name = suite.tune.metric.split("/")[0]
-        try:
-            METRICS.canonical(name)
-        except AebenchError as e:
-            raise SuiteError(None, "tune.metric", str(e)) from None
-        if metric_direction(suite.tune.metric) is None:
-            raise SuiteError(None, "tune.metric", f"{suite.tune.metric!r} has no registered direction (which way is "
-                             "better); choose a key such as recon/mse or fid/gmm")
-        for ds in suite.datasets:
-            if suite.val_size(ds) <= 0:
-                raise SuiteError(None, "data.val", f"tuning selects on the validation split, but dataset {ds.name!r} "
-                                 "has none; set data.val > 0")
-    for ds in suite.datasets:
-        need = suite.train.needs_validation
-        if need and suite.val_size(ds) <= 0:
-            raise SuiteError(None, f"train.{need}", f"needs a validation split, but dataset {ds.name!r} has none; "
-                             "set data.val > 0")
-
-
-def _construct(cls: Any, options: dict[str, Any], where: str) -> Any:
-    """Build a part from its options to run its own value checks (side-effect free by contract)."""
-    try:
-        return cls(**options)
-    except SuiteError:
-        raise
-    except (AebenchError, TypeError, ValueError) as e:
-        raise SuiteError(None, where, str(e)) from None
-
-
 def load_suite(
     path: str | os.PathLike,
     overrides: list[str] | None = None,
@@ -536,6 +306,8 @@ def load_suite(
                                  f"allowed: {', '.join(map(str, suite.seeds))}")
             suite.seeds = [s for s in suite.seeds if s in seeds]
         if check:
+            from aebench.validate import validate
+
             validate(suite)
     except SuiteError as e:
         if e.file is None:
@@ -559,3 +331,10 @@ def _narrow_models(suite: Suite, names: list[str]) -> None:
             matches = [m for m in suite.models if m.name == canon] or [ModelSpec(canon)]
         keep += [m for m in matches if m not in keep]
     suite.models = keep
+
+
+def validate(suite: Suite) -> None:
+    """Check every name against its registry and every setting against what it accepts (``aebench.validate``)."""
+    from aebench.validate import validate as check
+
+    check(suite)

@@ -77,14 +77,34 @@ CASES: list[tuple[str, str, str, bool]] = [
     # unknown keys
     ("unknown-section", BASE + "epochz: 3\n",
      "epochz: unknown field; allowed: version, name, description, datasets, dataset, backbone, latent_dim, "
-     "likelihood, models, seeds, train, data, eval, metrics, plugins, launcher", False),
+     "likelihood, models, seeds, train, data, eval, metrics, plugins, launcher, tune", False),
     ("unknown-train-key", edit(train="{epoch: 3}"),
      "train.epoch: unknown field; did you mean 'epochs'? allowed: epochs, batch_size, optimizer, lr, weight_decay, "
-     "grad_clip, checkpoint_every, precision, compile", False),
-    ("unknown-eval-key", edit(eval="{n: 5}"), "eval.n: unknown field; allowed: samplers, n_samples, batch_size",
+     "grad_clip, checkpoint_every, precision, compile, select, patience, schedule, lr_factor, lr_patience, min_lr",
      False),
+    ("unknown-eval-key", edit(eval="{n: 5}"), "eval.n: unknown field; allowed: samplers, n_samples, batch_size, "
+     "split", False),
+    # the fair protocol's settings
+    ("select-best-without-val", edit(train="{select: best}"),
+     "train.select: needs a validation split, but dataset 'synthetic' has none; set data.val > 0", False),
+    ("unknown-schedule", edit(train="{schedule: step}"),
+     "train.schedule: unknown schedule 'step'; allowed: none, plateau, cosine", False),
+    ("bad-search-distribution", edit(models="[{name: vae, search: {beta: {normal: [0, 1]}}}]"),
+     "models[0].search.beta: expected one of {log_uniform: ..., uniform: ..., int_uniform: ..., choice: ...}, got "
+     "{'normal': [0, 1]}", False),
+    ("bad-search-range", edit(models="[{name: vae, search: {beta: {log_uniform: [0, 1]}}}]"),
+     "models[0].search.beta.log_uniform: expected [low, high] with low < high and low > 0, got [0, 1]", False),
+    ("search-param-out-of-range", edit(models="[{name: vae, search: {beta: {uniform: [-2, -1]}}}]",
+                                       tune="{trials: 2}", data="{val: 10}"),
+     "models[0].search (trial 1): beta must be >= 0", True),
+    ("tune-metric-without-direction", edit(models="[{name: vae, search: {beta: {uniform: [1, 2]}}}]",
+                                           tune="{trials: 2, metric: active_units/count}", data="{val: 10}"),
+     "tune.metric: 'active_units/count' has no registered direction (which way is better); choose a key such as "
+     "recon/mse or fid/gmm", False),
+    ("tune-without-val", edit(models="[{name: vae, search: {beta: {uniform: [1, 2]}}}]", tune="{trials: 2}"),
+     "data.val: tuning selects on the validation split, but dataset 'synthetic' has none; set data.val > 0", False),
     ("unknown-model-key", edit(models="[{name: vae, lr: 2}]"),
-     "models[0].lr: unknown field; allowed: name, params, grid, label", False),
+     "models[0].lr: unknown field; allowed: name, params, grid, label, search", False),
     ("unknown-model-param", edit(models="[{name: vae, params: {betta: 2}}]"),
      "models[0].params.betta: unknown field; did you mean 'beta'? allowed: beta", True),
     ("unknown-backbone-option", edit(backbone="{name: mlp, depth: 3}"),

@@ -56,7 +56,7 @@ def place_tags(ax: Any, points: list[tuple[float, float]], texts: list[str], col
             obstacles.append((e.x0, e.y0, e.x1, e.y1))
     placed: list[Any] = []
     for (cx, cy), text, colour in zip(centres, texts, colours):
-        probe = ax.text(0, 0, text, fontsize=fontsize, transform=None)
+        probe = ax.text(0, 0, text, fontsize=fontsize, fontweight="bold", transform=None)
         ext = probe.get_window_extent(renderer)
         probe.remove()
         w, h = ext.width + 2 * pad, ext.height + 2 * pad
