@@ -330,7 +330,6 @@ def test_encoder_codes_are_the_codes_metrics_figure(tmp_path: Path, monkeypatch)
         raise FileNotFoundError("no checkpoint.pt")
 
     monkeypatch.setattr(mf, "compute_codes", no_checkpoint)  # ... and without the checkpoint: a note, not a crash
-    res._groups = None
     drawn = draw_all(res, tmp_path / "figs2", notes)
     assert "encoder-codes" not in {f.name for f in drawn}
     assert notes == ["codes of ae: FileNotFoundError: no checkpoint.pt"]

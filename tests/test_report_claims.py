@@ -141,9 +141,9 @@ def test_welch_p_equals_scipy_and_the_formula() -> None:
 
 def test_rank_intervals_share_ranks_within_noise(tmp_path: Path) -> None:
     from scipy.stats import ttest_ind
+    from test_leaderboard import read_csv
 
     from aebench.report.leaderboard import build_leaderboard
-    from test_leaderboard import read_csv
 
     seeds = {"a": [1.0, 1.1, 0.9], "b": [1.05, 1.2, 0.95], "c": [3.0, 3.1, 2.9], "d": [3.05, 2.95, 3.2]}
     d = tmp_path / "noise"

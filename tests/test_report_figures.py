@@ -62,7 +62,7 @@ def test_tradeoff_figure_and_table_read_the_same_aggregate(tmp_path: Path, monke
     d.mkdir()
     rng = random.Random(1)
     for i in range(35):
-        for seed in (0, 1):
+        for seed in (0, 1) if i < 5 else (0,):
             make_job(d, "vae", seed, {"recon/mse": 0.01 + 0.01 * rng.random(), "fid/prior": 30 + 20 * rng.random()},
                      label=f"m{i}", params={"beta": 1 + i}, metrics=[["recon", {}], ["fid", {}]])
     res = load_results(d)
@@ -87,12 +87,16 @@ def test_memorisation_details_point_at_the_training_images_copied(tmp_path: Path
     ctx = make_ctx(BankAE(train), test, train, samplers=("prior",), n_samples=100, cache_dir=tmp_path)
     out = evaluate(ctx, [("memorisation", {"cells": 2, "min_cell_samples": 5, "n_test": 100})])
     ex = out["details"]["memorisation/examples_prior"]
-    assert len(ex["samples"]) == 8 and ex["distance"] == sorted(ex["distance"])
-    for sample, j in zip(ex["samples"], ex["train_index"]):
-        assert train[j].tolist() == sample
+    from aebench.metrics.pixels import unpack
+
+    samples = unpack(ex["samples"])
+    assert len(samples) == 8 and ex["distance"] == sorted(ex["distance"])
+    for sample, j in zip(samples, ex["train_index"]):
+        assert train[j].tolist() == sample.tolist()
 
 
 def test_completion_details_keep_the_examples() -> None:
+    import numpy as np
     import torch
     from test_metrics_new import IdentityAE, digit_like, make_ctx
 
@@ -101,8 +105,10 @@ def test_completion_details_keep_the_examples() -> None:
     x = digit_like(20, 3)
     ex = evaluate(make_ctx(IdentityAE(), x, batch_size=16), [("completion", {"steps": 2})])["details"][
         "completion/examples"]
-    assert ex["index"] == list(range(8)) and ex["truth"] == x[:8].tolist()
-    masked = torch.tensor(ex["masked"], dtype=torch.uint8)
+    from aebench.metrics.pixels import unpack
+
+    assert ex["index"] == list(range(8)) and [t.tolist() for t in unpack(ex["truth"])] == x[:8].tolist()
+    masked = torch.tensor(np.stack(unpack(ex["masked"])), dtype=torch.uint8)
     assert (masked[:, :, 14:] == 0).all() and torch.equal(masked[:, :, :14], x[:8, :, :14])
     assert ex["masked_iterated"] == ex["masked"] and ex["sp_onepass"] == ex["sp"]  # the identity changes nothing
 

@@ -26,6 +26,7 @@ import torch
 
 from aebench.errors import SuiteError
 from aebench.metrics.base import EvalContext, to_uint8
+from aebench.metrics.pixels import pack
 
 EXAMPLES = 8  # test images kept in the details for the report's figure: truth, corrupted, completed
 EXAMPLE_VALUES = 100_000  # at most this many pixel values over the five rows (fewer images when large)
@@ -92,13 +93,13 @@ def completion(ctx: EvalContext, **options: Any) -> dict[str, Any]:
         x = ctx.test.floats(slice(i, min(i + ctx.batch_size, n))).to(ctx.device)
         if i == 0:
             k = max(1, min(EXAMPLES, len(x), EXAMPLE_VALUES // (5 * x[0].numel())))
-            examples = {"index": list(range(k)), "truth": to_uint8(x[:k]).tolist()}
+            examples = {"index": list(range(k)), "truth": pack(to_uint8(x[:k]))}
         for name, (y, hidden) in (("masked", bottom_half(x, s.mask_fill)), ("sp", salt_pepper(x, s.sp_level, gen))):
             one, it = complete(model, y, hidden, s.steps)
             if i == 0:
-                examples[name] = to_uint8(y[:k]).tolist()
-                examples[f"{name}_onepass" if name == "sp" else f"{name}_iterated"] = to_uint8(
-                    (one if name == "sp" else it)[:k]).tolist()
+                examples[name] = pack(to_uint8(y[:k]))
+                examples[f"{name}_onepass" if name == "sp" else f"{name}_iterated"] = pack(to_uint8(
+                    (one if name == "sp" else it)[:k]))
             for kind, img in (("input", y), ("onepass", one), ("iterated", it)):
                 sums[f"{name}_{kind}"] += float((img - x)[hidden].double().pow(2).sum())
             counts[name] += int(hidden.sum())

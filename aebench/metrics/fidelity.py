@@ -265,13 +265,13 @@ def fid(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     extractor, n_samples, feature_extractor_weights_path = s.extractor, s.n_samples, s.feature_extractor_weights_path
     recon, kid, prc = s.recon, s.kid, s.prc
     kid_subsets, kid_subset_size, prc_neighborhood = s.kid_subsets, s.kid_subset_size, s.prc_neighborhood
-    kind = resolve_extractor(extractor, ctx.test.shape)
+    from aebench.metrics.extractors import context_extractor, image_features, sample_features
+
     n = int(n_samples or ctx.n_samples)
     if n < 2:
         raise AebenchError(f"fid needs n_samples >= 2, got {n}")
-    # small batches keep the digits CNN's activations in the CPU cache; GPUs and Inception take the suite's
-    batch = 256 if kind == "digits" and ctx.device.type == "cpu" else ctx.batch_size
-    ext = Extractor(kind, ctx.device, feature_extractor_weights_path, batch)
+    # the extractor and every image set's features are shared with prdc, fid_inf, memorisation and interp_fid
+    ext = context_extractor(ctx, extractor, feature_extractor_weights_path)
     n_ref = min(n, len(ctx.test))
     real, real_stats, stem = reference(ctx, ext, n_ref)
     real_dev = real.to(ctx.device)
@@ -279,13 +279,13 @@ def fid(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     if prc:
         radii = _cached(ctx, f"{stem}-radii-k{prc_neighborhood}.pt",
                         lambda: knn_radii(real_dev, prc_neighborhood).cpu()).to(ctx.device)
-    sources: dict[str, torch.Tensor] = {s: ctx.samples(s, n) for s in ctx.samplers}
+    sources: dict[str, torch.Tensor] = {s: sample_features(ctx, ext, s, n) for s in ctx.samplers}
     if recon and ctx.has_encoder:  # a generator without an encoder has samples only
-        sources["recon"] = ctx.reconstructions("test")[:n_ref]
+        sources["recon"] = image_features(ctx, ext, "recon", ctx.reconstructions("test")[:n_ref])
     out: dict[str, Any] = {}
     kid_std: dict[str, float] = {}
-    for name, images in sources.items():
-        r = compare(ext.features(images).to(ctx.device), real_dev, real_stats, kid, prc, kid_subsets,
+    for name, feats in sources.items():
+        r = compare(feats.to(ctx.device), real_dev, real_stats, kid, prc, kid_subsets,
                     kid_subset_size, prc_neighborhood, radii)
         out[name] = r["fid"]
         if kid:

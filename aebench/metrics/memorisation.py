@@ -81,11 +81,13 @@ EXAMPLE_VALUES = 40_000  # at most this many pixel values of them (fewer samples
 
 
 def closest_examples(images: torch.Tensor, dist: torch.Tensor, train_index: torch.Tensor) -> dict[str, Any]:
-    """The samples nearest the training set (uint8 C x H x W lists), their distances, and the training-split
-    index of each one's nearest training image: the report redraws those from the dataset beside them."""
+    """The samples nearest the training set (uint8 pixels, ``aebench.metrics.pixels``), their distances, and the
+    training-split index of each one's nearest training image: the report redraws those from the dataset."""
+    from aebench.metrics.pixels import pack
+
     k = max(1, min(EXAMPLES, EXAMPLE_VALUES // max(1, images[0].numel())))
     order = torch.argsort(dist)[:k]
-    return {"samples": images[order].tolist(), "train_index": [int(train_index[j]) for j in order],
+    return {"samples": pack(images[order]), "train_index": [int(train_index[j]) for j in order],
             "distance": [round(float(dist[j]), 6) for j in order]}
 
 

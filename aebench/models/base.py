@@ -121,7 +121,34 @@ def make_optimizer(params: Any, train: TrainSettings, **overrides: Any) -> torch
     from aebench.registry import OPTIMIZERS
 
     kwargs = {"lr": train.lr, "weight_decay": train.weight_decay, **overrides}
-    return OPTIMIZERS.get(train.optimizer)(params, **kwargs)
+    cls = OPTIMIZERS.get(train.optimizer)
+    if not isinstance(params, torch.Tensor):  # torch refuses a bare tensor itself; groups keep their options
+        params = [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in params]
+    if "fused" not in kwargs and _can_fuse(cls, params):
+        kwargs["fused"] = True
+    return cls(params, **kwargs)
+
+
+def _can_fuse(cls: Any, params: Any) -> bool:
+    """Whether torch's fused kernel can run ``cls`` (Adam, AdamW, SGD, ...) on these parameters.
+
+    The fused step updates each tensor in one pass instead of ~8 elementwise passes: on a CPU it is 15-20% of a
+    small MLP's step (Adam's for-loop over 400k-weight layers). The update rule is the same; results differ only
+    in float rounding. Plugin optimizers and parameters on unsupported devices or dtypes keep the default.
+    """
+    if isinstance(params, torch.Tensor) or not (isinstance(cls, type) and cls.__module__.startswith("torch.optim")):
+        return False
+    if "fused" not in inspect.signature(cls).parameters:
+        return False
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # a torch without the helper: keep the default
+        return False
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    return bool(tensors) and all(isinstance(t, torch.Tensor) and t.is_floating_point() and not t.is_sparse
+                                 and t.device.type in devices for t in tensors)
 
 
 # -- configs ----------------------------------------------------------------------------------------

@@ -1,14 +1,15 @@
 """A full-covariance Gaussian mixture fitted by EM in torch, on whatever device the codes are on.
 
-scikit-learn's ``GaussianMixture`` loops over components in numpy on the CPU: ~3 s for 10 components on
-10,000 codes of dimension 32, a large share of a CPU job's evaluation. The same EM here is a few batched
-(k, d, d) Cholesky factorisations and triangular solves per iteration, on the job's device.
+scikit-learn's ``GaussianMixture`` runs on the CPU only, one component at a time, in float64. This EM runs on
+the job's device, all components at once: the E-step is one (N, d) x (d, k d) product, the M-step one batched
+(k, d, N) x (k, N, d) product. The per-point work is float32 (float64 products are 3-4x slower on many CPUs and
+most GPUs); the parameters (means, covariances, Cholesky factors, the log-likelihood) are float64.
 
-It follows scikit-learn's algorithm step for step (so its converged log-likelihood agrees with
-``GaussianMixture.score``; ``tests/test_gmm_torch.py`` checks it): responsibilities start one-hot from
-k-means (seeded k-means++ then Lloyd), the covariance of each component gets ``reg_covar`` on its diagonal,
-empty components keep a weight of ``10 * eps``, and EM stops when the mean log-likelihood changes by less
-than ``tol`` or after ``max_iter`` iterations. Deterministic given the seed on a given device.
+It follows scikit-learn's algorithm step for step, so its converged log-likelihood agrees with
+``GaussianMixture.score`` (``tests/test_gmm_torch.py``): responsibilities start one-hot from k-means (seeded
+greedy k-means++, then Lloyd), every covariance gets ``reg_covar`` on its diagonal, empty components keep a weight
+of ``10 * eps``, and EM stops when the mean log-likelihood changes by less than ``tol`` or after ``max_iter``
+iterations. Deterministic given the seed on a given device.
 """
 
 from __future__ import annotations
@@ -32,24 +33,55 @@ class GaussianMixtureFit:
     lower_bound: float  # the mean log-likelihood at the last E-step, as scikit-learn's ``lower_bound_``
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) per row of ``x`` (N, d) under the mixture."""
+        """log p(x) per row of ``x`` (N, d) under the mixture, in the parameters' precision."""
         x = x.to(self.means.device, self.means.dtype)
-        return torch.logsumexp(_weighted_log_prob(x, self.weights.log(), self.means, self.chol), dim=1)
+        prec = _precision_cholesky(self.chol)
+        y = torch.einsum("ni,kij->nkj", x, prec) - torch.einsum("ki,kij->kj", self.means, prec)
+        return torch.logsumexp(_log_weighted(self.weights, prec, y.pow(2).sum(2)), dim=1)
 
     def score(self, x: torch.Tensor) -> float:
         """The mean log-likelihood per sample, as scikit-learn's ``GaussianMixture.score``."""
         return float(self.log_prob(x).mean())
 
 
-def _weighted_log_prob(x: torch.Tensor, log_weights: torch.Tensor, means: torch.Tensor,
-                       chol: torch.Tensor) -> torch.Tensor:
-    """log w_k + log N(x_n; mu_k, L_k L_k^T), shaped (N, k)."""
-    d = x.shape[1]
-    diff = (x.unsqueeze(0) - means.unsqueeze(1)).transpose(1, 2)  # (k, d, N)
-    y = torch.linalg.solve_triangular(chol, diff, upper=False)  # (k, d, N): L^-1 (x - mu)
-    maha = y.pow(2).sum(1).T  # (N, k)
-    log_det = chol.diagonal(dim1=1, dim2=2).log().sum(1)  # log |L| = 0.5 log |Sigma|
-    return log_weights - 0.5 * (d * math.log(2 * math.pi) + maha) - log_det
+def _precision_cholesky(chol: torch.Tensor) -> torch.Tensor:
+    """P_k = L_k^-T: (x - mu)^T Sigma^-1 (x - mu) = |(x - mu) P_k|^2 (scikit-learn's ``precisions_cholesky_``)."""
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
+    return torch.linalg.solve_triangular(chol, eye, upper=False).mT
+
+
+def _log_weighted(weights: torch.Tensor, prec: torch.Tensor, maha: torch.Tensor) -> torch.Tensor:
+    """log w_k + log N(x_n; mu_k, Sigma_k) from the squared Mahalanobis distances (N, k)."""
+    d = prec.shape[-1]
+    const = weights.log() + prec.diagonal(dim1=1, dim2=2).log().sum(1) - 0.5 * d * math.log(2 * math.pi)
+    return const.to(maha.dtype) - 0.5 * maha
+
+
+def _e_step(x: torch.Tensor, weights: torch.Tensor, means: torch.Tensor, chol: torch.Tensor
+            ) -> tuple[torch.Tensor, float]:
+    """Responsibilities (N, k) in ``x``'s dtype and the mean log-likelihood (float64) of the current parameters."""
+    (n, d), k = x.shape, means.shape[0]
+    prec = _precision_cholesky(chol)  # (k, d, d)
+    proj = prec.permute(1, 0, 2).reshape(d, k * d)
+    shift = -torch.einsum("ki,kij->kj", means, prec).reshape(k * d)
+    y = torch.addmm(shift.to(x.dtype), x, proj.to(x.dtype)).view(n, k, d)  # (x - mu_k) P_k for every k at once
+    wlp = _log_weighted(weights, prec, y.pow(2).sum(2))
+    log_norm = torch.logsumexp(wlp, dim=1, keepdim=True)
+    return (wlp - log_norm).exp_(), float(log_norm.double().mean())
+
+
+def _m_step(x: torch.Tensor, resp: torch.Tensor, reg: float, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    """Weights, means, covariances (``reg`` on the diagonal) and Cholesky factors, in ``dtype``, from responsibilities.
+
+    The covariances sum weighted outer products of the residuals x - mu_k (no E[x x^T] - mu mu^T cancellation).
+    """
+    n, d = x.shape
+    nk = resp.sum(0, dtype=dtype) + 10 * torch.finfo(dtype).eps  # scikit-learn's guard against empty components
+    means = (resp.T @ x).to(dtype) / nk[:, None]
+    diff = x.unsqueeze(0) - means.to(x.dtype).unsqueeze(1)  # (k, N, d)
+    cov = ((diff * resp.T.unsqueeze(2)).mT @ diff).to(dtype) / nk[:, None, None]
+    cov = 0.5 * (cov + cov.mT) + reg * torch.eye(d, dtype=dtype, device=x.device)
+    return nk / n, means, cov, _cholesky(cov, reg)
 
 
 def _cholesky(cov: torch.Tensor, reg: float) -> torch.Tensor:
@@ -66,19 +98,8 @@ def _cholesky(cov: torch.Tensor, reg: float) -> torch.Tensor:
     return chol
 
 
-def _m_step(x: torch.Tensor, resp: torch.Tensor, reg: float) -> tuple[torch.Tensor, ...]:
-    """Weights, means, covariances (with ``reg`` on the diagonal) and their Cholesky factors from responsibilities."""
-    n, d = x.shape
-    nk = resp.sum(0) + 10 * torch.finfo(x.dtype).eps  # scikit-learn's guard against empty components
-    means = (resp.T @ x) / nk[:, None]
-    diff = x.unsqueeze(0) - means.unsqueeze(1)  # (k, N, d)
-    cov = (diff * resp.T.unsqueeze(2)).transpose(1, 2) @ diff / nk[:, None, None]
-    cov = cov + reg * torch.eye(d, dtype=x.dtype, device=x.device)
-    return nk / n, means, cov, _cholesky(cov, reg)
-
-
 def kmeans_labels(x: torch.Tensor, k: int, generator: torch.Generator, n_iter: int = 100) -> torch.Tensor:
-    """Cluster labels of ``x`` by k-means: seeded k-means++ centres (greedy, as scikit-learn's), then Lloyd."""
+    """Cluster labels of ``x`` by k-means: seeded greedy k-means++ centres (as scikit-learn's), then Lloyd."""
     n = x.shape[0]
     trials = 2 + int(math.log(k))  # scikit-learn's number of local trials per centre
     first = int(torch.randint(n, (1,), generator=generator))
@@ -100,8 +121,7 @@ def kmeans_labels(x: torch.Tensor, k: int, generator: torch.Generator, n_iter: i
     for _ in range(n_iter):
         onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)
         counts = onehot.sum(0)
-        sums = onehot.T @ x
-        c = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], c)
+        c = torch.where(counts[:, None] > 0, (onehot.T @ x) / counts.clamp(min=1)[:, None], c)
         new = torch.cdist(x, c).argmin(1)
         if torch.equal(new, labels):
             break
@@ -110,25 +130,23 @@ def kmeans_labels(x: torch.Tensor, k: int, generator: torch.Generator, n_iter: i
 
 
 def fit_gmm(x: torch.Tensor, k: int, seed: int = 0, max_iter: int = 100, tol: float = 1e-3,
-            reg_covar: float = 1e-6, dtype: torch.dtype | None = None) -> GaussianMixtureFit:
+            reg_covar: float = 1e-6) -> GaussianMixtureFit:
     """Fit a k-component full-covariance mixture to ``x`` (N, d) by EM on ``x``'s device (scikit-learn's defaults).
 
-    float64 unless ``dtype`` says otherwise (MPS has no float64: float32 there).
+    Per-point work in float32, parameters in float64 (float32 on MPS, which has no float64).
     """
-    if dtype is None:
-        dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    x = x.to(dtype)
+    dtype = torch.float32 if x.device.type == "mps" else torch.float64
+    centre = x.to(dtype).mean(0)
+    xs = (x.to(dtype) - centre).float()  # centred: the log-likelihood is the same, float32 loses less
     generator = torch.Generator().manual_seed(int(seed))
-    labels = kmeans_labels(x, k, generator)
-    resp = torch.nn.functional.one_hot(labels, k).to(dtype)
-    weights, means, cov, chol = _m_step(x, resp, reg_covar)
+    resp = torch.nn.functional.one_hot(kmeans_labels(xs, k, generator), k).float()
+    weights, means, cov, chol = _m_step(xs, resp, reg_covar, dtype)
     lower_bound, converged, n_iter = -math.inf, False, 0
     for n_iter in range(1, max_iter + 1):  # noqa: B007 - n_iter is reported
-        wlp = _weighted_log_prob(x, weights.log(), means, chol)
-        log_norm = torch.logsumexp(wlp, dim=1, keepdim=True)
-        previous, lower_bound = lower_bound, float(log_norm.mean())
-        weights, means, cov, chol = _m_step(x, (wlp - log_norm).exp(), reg_covar)
+        previous = lower_bound
+        resp, lower_bound = _e_step(xs, weights, means, chol)
+        weights, means, cov, chol = _m_step(xs, resp, reg_covar, dtype)
         if abs(lower_bound - previous) < tol:
             converged = True
             break
-    return GaussianMixtureFit(weights, means, cov, chol, n_iter, converged, lower_bound)
+    return GaussianMixtureFit(weights, means + centre, cov, chol, n_iter, converged, lower_bound)

@@ -81,6 +81,7 @@ class HebbianMemory(nn.Module):
         self.rule = rule
         self.register_buffer("patterns", torch.zeros(capacity, self.n))
         self.register_buffer("count", torch.zeros((), dtype=torch.long))
+        self._cached: tuple[tuple[int, int, int], Any] | None = None  # factors, keyed by the patterns' state
 
     @property
     def capacity(self) -> int:
@@ -97,7 +98,14 @@ class HebbianMemory(nn.Module):
 
     def factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(L, R, d, theta) in float64 with W = (1/N) L R^T off the diagonal (L, R: (N, K)), d = diag((1/N) L R^T)
-        (removed) and theta the thresholds (N,); for ``hebbian`` L = R = P^T, integers, so overlaps are exact."""
+        (removed) and theta the thresholds (N,); for ``hebbian`` L = R = P^T, integers, so overlaps are exact.
+        Cached until the patterns change (a store, a load, a move): every training step logs the batch's energy."""
+        key = (int(self.count), self.patterns.data_ptr(), self.patterns._version)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self._factors())
+        return self._cached[1]
+
+    def _factors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         p = self.patterns[: int(self.count)].double()  # (K, N)
         theta = torch.zeros(self.n, dtype=torch.float64, device=p.device)
         if self.rule == "centred" and p.shape[0]:

@@ -80,8 +80,9 @@ class GaussianSampler(Sampler):
 class GMMSampler(Sampler):
     """A Gaussian mixture fitted to the training codes (10 components, full covariance; Ghosh et al. 2020).
 
-    Deterministic: scikit-learn's EM starts from a fixed seed on a fixed subset of at most ``max_fit``
-    codes, and sampling uses the caller's generator.
+    EM runs in torch on the model's device (``aebench.models.gmm_torch``: scikit-learn's algorithm, batched).
+    Deterministic: EM starts from seeded k-means++ on a fixed subset of at most ``max_fit`` codes, and
+    sampling uses the caller's generator.
     With fewer distinct codes than components it uses as many components as there are codes; the
     covariance floor scales with the codes' spread, so collapsed or tiny codes still fit.
     """
@@ -95,11 +96,9 @@ class GMMSampler(Sampler):
         self.n_components, self.seed, self.max_iter, self.max_fit = components, seed, max_iter, max_fit
 
     def fit(self, codes: torch.Tensor, model: Any = None) -> GMMSampler:
-        import warnings
-
         import numpy as np
-        from sklearn.exceptions import ConvergenceWarning
-        from sklearn.mixture import GaussianMixture
+
+        from aebench.models.gmm_torch import fit_gmm
 
         c = codes.detach().double().cpu().numpy()
         if len(c) > self.max_fit:  # 10k codes pin down 10 full-covariance components; EM on 60k is 6x slower
@@ -109,14 +108,12 @@ class GMMSampler(Sampler):
         k = max(1, min(self.n_components, distinct))
         scale = float(c.var(axis=0).mean()) if n > 1 else 0.0
         reg = 1e-6 * scale if scale > 0 else 1e-6
-        gmm = GaussianMixture(k, covariance_type="full", reg_covar=reg, random_state=self.seed,
-                              max_iter=self.max_iter)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            gmm.fit(c)
-        self.weights = torch.as_tensor(gmm.weights_, dtype=torch.float64)
-        self.means = torch.as_tensor(gmm.means_, dtype=torch.float64)
-        cov = torch.as_tensor(gmm.covariances_, dtype=torch.float64)
+        param = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+        device = param.device if param is not None else torch.device("cpu")
+        gmm = fit_gmm(torch.from_numpy(c).to(device), k, seed=self.seed, max_iter=self.max_iter, reg_covar=reg)
+        self.weights = gmm.weights.detach().cpu().double()
+        self.means = gmm.means.detach().cpu().double()
+        cov = gmm.covariances.detach().cpu().double()
         self.chol = torch.linalg.cholesky(cov + reg * torch.eye(d, dtype=torch.float64))
         return self
 

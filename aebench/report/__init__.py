@@ -1,8 +1,10 @@
 """Reports and leaderboards built from a results folder (``results/<suite>/``).
 
 Importing this package is cheap; pandas, seaborn and torch load only inside the functions that need them.
-``build_report`` writes ``index.html`` (self-contained) and ``README.md`` with PNG figures beside it;
-``build_leaderboard`` ranks same-protocol runs by one metric.
+``build_report`` writes ``index.html`` (self-contained) and ``README.md`` with PNG figures beside it: the
+comparison table, the ranking with ranks within noise over seeds, the lecture's claims checked per seed
+(``claims``), and the figures each metric registers (meta ``figures=``). ``build_leaderboard`` ranks
+same-protocol runs by one metric. All of them read one aggregation over seeds (``aggregate``).
 """
 
 from __future__ import annotations

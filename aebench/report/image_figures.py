@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from aebench.metrics.pixels import unpack
 from aebench.report.figures import DPI, Figure, plt_sns, save, tight
 from aebench.report.results import Results
 
@@ -98,7 +99,7 @@ def memorisation(res: Results, out: Path) -> Figure | None:
             res.notes.append(f"memorisation figure of {r.label}: training images unavailable ({e.__class__.__name__}"
                              f": {first[:160]})")
             continue
-        samples = [as_hwc(s) for s in ex["samples"]]
+        samples = [as_hwc(s) for s in unpack(ex["samples"])]
         threshold = (det.get("memorisation/setup") or {}).get("threshold")
         panels.append((str(r.label), sampler, copied, samples, neighbours, ex.get("distance") or [], threshold))
     if not panels:
@@ -136,7 +137,7 @@ def completion(res: Results, out: Path) -> Figure | None:
         ex = res.details(r.job_id).get("completion/examples")
         if not isinstance(ex, dict) or not ex.get("truth"):
             continue
-        rows = [(name, [as_hwc(im) for im in ex[key]]) for key, name in COMPLETION_ROWS if ex.get(key)]
+        rows = [(name, [as_hwc(im) for im in unpack(ex[key])]) for key, name in COMPLETION_ROWS if ex.get(key)]
         panels.append((str(r.label), rows))
     if not panels:
         return None

@@ -83,7 +83,7 @@ def ranking_markdown(board) -> list[str]:
 
 
 CLAIMS_NOTE = ("Each claim is judged seed by seed (models paired by seed number) by the rule shown, from the values "
-               "above; computed by `aebench.report.claims`, not written by hand. Supported: every seed supports it; "
+               "above; computed by aebench.report.claims, not written by hand. Supported: every seed supports it; "
                "mixed: some do; not tested here: its models or metrics are not in these results.")
 
 

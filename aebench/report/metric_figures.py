@@ -238,6 +238,9 @@ def finetune(res: Results, out: Path) -> Figure | None:
                             linestyle=style, marker="o" if start == "pretrained" else "s", markersize=4, capsize=2,
                             linewidth=1.2)
         ax.set_xscale("log")
+        counts = sorted({n for _, _, n in found})
+        ax.set_xticks(counts, [f"{n:,}" for n in counts])
+        ax.minorticks_off()
         ax.set_xlabel("labelled training images")
         ax.set_ylabel("test accuracy ↑")
         if len(datasets) > 1:
