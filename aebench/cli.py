@@ -268,8 +268,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.overrides, args.models, args.seeds)
     jobs = suite.jobs()
+    tuned = sum(suite.tuned(m) for m in suite.models) * len(suite.datasets) * len(suite.seeds)
+    trials = f"{len(suite.trial_jobs())} tuning trials, then " if tuned else ""
     print(f"{args.suite}: ok: suite {suite.name!r}, {len(suite.models)} model entries, "
-          f"{len(suite.datasets)} dataset(s), {len(suite.seeds)} seed(s), {len(jobs)} jobs")
+          f"{len(suite.datasets)} dataset(s), {len(suite.seeds)} seed(s), {trials}{len(jobs) + tuned} jobs")
     return 0
 
 

@@ -161,12 +161,20 @@ class Job:
     def evaluated_only(self) -> bool:
         return self.origin is not None
 
+    def payload(self) -> dict[str, Any]:
+        """What another process (a worker, a Slurm task) needs to run the job: the configuration and the
+        evaluation asked of it (``from_config`` reads both)."""
+        return {**self.config(), "evaluation": self.evaluation.to_dict()}
+
     @classmethod
     def from_config(cls, cfg: dict[str, Any], evaluation: Evaluation | None = None) -> Job:
-        """The job of a ``config.json`` (layout 2); ``evaluation`` is what the current suite asks."""
+        """The job of a ``config.json`` (layout 2) or a ``payload``; ``evaluation`` is what the current suite asks
+        (a payload carries its own)."""
         if cfg.get("layout") != LAYOUT:
             raise ValueError(f"job folder layout {cfg.get('layout', 1)!r}, expected {LAYOUT}")
-        cfg = {k: v for k, v in cfg.items() if k != "layout"}
+        if evaluation is None and isinstance(cfg.get("evaluation"), dict):
+            evaluation = Evaluation.from_dict(cfg["evaluation"])
+        cfg = {k: v for k, v in cfg.items() if k not in ("layout", "evaluation")}
         cfg["train"] = TrainSpec(**cfg["train"])
         cfg.setdefault("val", 0)
         cfg.setdefault("trial", None)

@@ -82,6 +82,19 @@ def choose(scores: dict[int, list[float]], direction: str) -> int | None:
     return min(means, key=lambda t: (sign * means[t], t))
 
 
+def effective_values(suite: Any, spec: Any, point: dict[str, Any]) -> dict[str, Any]:
+    """The value each searched key takes in a trial: drawn, else the entry's params, else the model's or the
+    training budget's default (trial 0 has no draws: its values are what the entry runs with)."""
+    from dataclasses import asdict
+
+    from aebench.models.base import model_config
+
+    params, train = split_point(point)
+    config = asdict(model_config(spec.name, {**spec.params, **params}))
+    budget = {**asdict(suite.train), **train}
+    return {k: budget.get(k) if k in TRAIN_KEYS else config.get(k) for k in spec.search}
+
+
 def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Read every trial's validation score from its job folder; returns (label -> selected point, the record
     written to ``tuning.json``: per entry the space, each trial's point and scores, and the selection)."""
@@ -117,7 +130,8 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
         record["models"][base] = {
             "model": spec.name, "space": spec.search, "params": spec.params, "selected": best,
             "selected_point": points[best] if best is not None else None, "complete": complete,
-            "trials": [{"trial": t, "point": points[t], "scores": scores[t],
-                        "mean": (sum(scores[t]) / len(scores[t])) if scores[t] else None} for t in range(len(points))],
+            "trials": [{"trial": t, "point": points[t], "values": effective_values(suite, spec, points[t]),
+                        "scores": scores[t], "mean": (sum(scores[t]) / len(scores[t])) if scores[t] else None}
+                       for t in range(len(points))],
         }
     return selected, record

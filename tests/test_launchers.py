@@ -23,7 +23,8 @@ CASES = {
     "slurm": {"poll_seconds": 1, "time": 10, "cpus_per_job": 1},
 }
 
-SUITE = suite_text(name="contract", seeds="[0, 1]")
+# metrics and a test limit beyond the defaults: a launcher must hand its workers the suite's evaluation too
+SUITE = suite_text(name="contract", seeds="[0, 1]", metrics="[recon, active_units]", data="{test_limit: 100}")
 
 
 def metric_values(suite_dir: Path) -> dict[str, dict[str, float]]:

@@ -187,3 +187,16 @@ def test_selection_never_reads_the_test_split(write_suite, tmp_path, capsys, mon
     clean, dirty = ({json.loads(p.read_text())["values"]["recon/mse"]
                      for p in (tmp_path / r / "tiny").glob("*-s1-*/metrics.json")} for r in ("r0", "r1"))
     assert clean and clean != dirty  # the final test metrics did see the poisoned test split
+
+
+def test_the_report_shows_the_search_every_trial_and_the_sensitivity(write_suite, tmp_path, capsys):
+    from aebench.report import build_report
+
+    record = _run_tuned(write_suite, tmp_path / "r", capsys)
+    files = build_report(tmp_path / "r" / "tiny", tmp_path / "report")
+    md = Path(files.markdown).read_text()
+    assert "## Tuning" in md and "figures/sensitivity.png" in md
+    for label, m in record["models"].items():
+        assert f"**{label}**" in md and f"trial {m['selected']} selected" in md
+    assert md.count("**selected**") == 2
+    assert "@t" not in md.split("## Tuning")[0].split("## Comparison")[1].split("##")[0]  # trials are not ranked

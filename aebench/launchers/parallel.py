@@ -123,7 +123,7 @@ class ParallelLauncher(Launcher):
             wrun = replace(wrun, device="cuda")  # each worker sees only its own GPU
         ctx = mp.get_context("spawn")
         results = ctx.Queue()
-        todo = deque((i, job.config()) for i, job in enumerate(jobs))
+        todo = deque((i, job.payload()) for i, job in enumerate(jobs))
         outcomes: dict[int, Outcome] = {}
         workers: dict[int, _Worker] = {}
 

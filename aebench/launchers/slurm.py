@@ -138,7 +138,7 @@ class SlurmTask:
 
 
 def _job_id(config: dict[str, Any]) -> str:
-    from aebench.suite import Job
+    from aebench.job import Job
 
     return Job.from_config(config).id
 
@@ -270,7 +270,7 @@ class SlurmLauncher(Launcher):
             executor = submitit.SlurmExecutor(folder=suite_dir / SUBMITIT_DIR / "%j",
                                               max_num_timeout=self.max_requeues)
             executor.update_parameters(**self.parameters(suite))
-            configs = [jobs[i].config() for i in todo]
+            configs = [jobs[i].payload() for i in todo]
             try:
                 submitted = executor.map_array(SlurmTask(), configs, [wrun] * len(todo),
                                                [self.cpus_per_job] * len(todo))

@@ -13,8 +13,8 @@ local minimum. Three storage rules (``rule``) for the K stored patterns xi_mu:
   activity of unit i over the stored patterns (+-1 coding), W = (1/N) sum_mu (xi_mu - a)(xi_mu - a)^T and the
   matching threshold theta_i = -q a_i, q = 1 - (1/N) sum_j a_j^2: a stored pattern's own term in h_i, on
   average over patterns, is then (xi_i - a_i) q + a_i q = q xi_i, the same margin for on and off pixels. For
-  AGS's independent biased patterns a_i = a (their rule, theta = -a (1 - a^2)); for a = 0 it is the Hebbian
-  rule. Per-unit means also remove what all images share (a digit's stroke area), which a single a does not:
+  AGS's independent biased patterns a_i -> a, the rule they analyse, with theta -> -a (1 - a^2); for a = 0 it is
+  the Hebbian rule. Per-unit means also remove what all images share (a digit's stroke area), which a single a does not:
   on binarised MNIST only they avoid the collapse. One stored pattern has a = xi and no weights (use k >= 2).
 - ``projection`` (pseudo-inverse; Personnaz, Guyon & Dreyfus 1986): W = (1/N) P^T C^+ P with P the (K, N) patterns
   and C = P P^T / N their overlap matrix (Moore-Penrose inverse), zero diagonal, theta = 0. Every linearly
@@ -187,7 +187,8 @@ class Hopfield(Autoencoder):
     card = {
         "objective": "none (no gradient training): storage of the first n_stored training images shown (+-1 "
                      "pixels, binarised at 0.5) by rule hebbian W = (1/N) sum_mu xi_mu xi_mu^T, centred W = (1/N) "
-                     "sum_mu (xi_mu - a)(xi_mu - a)^T with threshold -a(1 - a^2), or projection W = (1/N) P^T C^+ P, "
+                     "sum_mu (xi_mu - a)(xi_mu - a)^T (a: unit means) with threshold -a (1 - |a|^2 / N), or "
+                     "projection W = (1/N) P^T C^+ P, "
                      "zero diagonal; recall by asynchronous updates s_i <- sign(W_i.s - theta_i), random order per "
                      "sweep, to a fixed point of E = -1/2 s^T W s + theta^T s",
         "reduction": "loss is 0; energy (monitor) is E of the binarised batch, mean over batch; stored: patterns held",

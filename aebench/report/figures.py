@@ -190,7 +190,7 @@ def figure_functions(res: Results) -> list[tuple[str, Callable[[Results, Path], 
     """(name for notes, function or unresolvable target): generic first, each metric's, curves last."""
     out: list[tuple[str, Any]] = [(fn.__name__, fn) for fn in GENERIC_FIRST]
     out += [(f"{metric}:{target.rpartition(':')[2]}", target) for metric, target in K.figure_targets(res.metric_names)]
-    return out + [(fn.__name__, fn) for fn in GENERIC_LAST]
+    return out + [(fn.__name__, fn) for fn in GENERIC_LAST] + [("sensitivity", "aebench.report.tuning:sensitivity")]
 
 
 def draw_all(res: Results, out: Path, notes: list[str]) -> list[Figure]:

@@ -142,7 +142,9 @@ def render_html(report) -> str:
         h += ['<h2 id="all-metrics">All metrics</h2>', table_html_transposed(report.all_metrics, "all-metrics-table")]
     for name, table in report.sections.items():
         h += [f'<h2 id="{e(name)}">{e(name.capitalize())}</h2>', table_html(table, f"{name}-table")]
-    h += ranking_html(report.ranking) + claims_html(report.claims)
+    from aebench.report.tuning import load_tuning, tuning_html
+
+    h += ranking_html(report.ranking) + claims_html(report.claims) + tuning_html(load_tuning(report.res.suite_dir))
     if report.figures:
         h.append('<h2 id="figures">Figures</h2>')
         for f in report.figures:

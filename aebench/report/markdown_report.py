@@ -125,6 +125,9 @@ def render_markdown(report) -> str:
         out += [f"## {esc(name.capitalize())}", "", table_markdown(table), ""]
     out += ranking_markdown(report.ranking)
     out += claims_markdown(report.claims)
+    from aebench.report.tuning import load_tuning, tuning_markdown
+
+    out += tuning_markdown(load_tuning(report.res.suite_dir))
     if report.figures:
         out += ["## Figures", ""]
         for f in report.figures:

@@ -43,39 +43,56 @@ def curve_rows(res: Results) -> list[dict[str, Any]]:
     return rows
 
 
+def _series(rows: list[dict[str, Any]]) -> None:
+    """Name each row's line: the model label, with the protocol where a dataset holds a label under several."""
+    for r in rows:
+        same = {x["protocol"] for x in rows if x["dataset"] == r["dataset"] and x["label"] == r["label"]}
+        r["series"] = r["label"] if len(same) < 2 else f"{r['label']} [{r['protocol']}]"
+
+
 def capacity_figure(res: Results, out: Path) -> Figure | None:
     """Recovered fraction against k per model and dataset, the 0.138 N line marked; None without ``ks`` keys."""
     rows = curve_rows(res)
     if not rows:
         return None
     plt, _ = plt_sns()
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    _series(rows)
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
-    protocols = {r["protocol"] for r in rows}
-    name = (lambda r: r["label"]) if len(protocols) < 2 else (lambda r: f"{r['label']} [{r['protocol']}]")
-    models = list(dict.fromkeys(name(r) for r in rows))
+    models = list(dict.fromkeys(r["series"] for r in rows))
     colours = palette(len(models))
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.8), squeeze=False, sharey=True)
+    handles: dict[str, Any] = {}
     for ax, ds in zip(axes.flat, datasets):
         sel = [r for r in rows if r["dataset"] == ds]
         for i, model in enumerate(models):
-            pts = sorted((r for r in sel if name(r) == model), key=lambda r: r["k"])
+            pts = sorted((r for r in sel if r["series"] == model), key=lambda r: r["k"])
             if not pts:
                 continue
-            ax.errorbar([r["k"] for r in pts], [r["mean"] for r in pts], yerr=[r["sd"] for r in pts],
-                        color=colours[i], marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=3,
-                        linewidth=1.3, label=model)
+            line = ax.errorbar([r["k"] for r in pts], [r["mean"] for r in pts], yerr=[r["sd"] for r in pts],
+                               color=colours[i], marker=MARKERS[i % len(MARKERS)], markersize=4, capsize=3,
+                               linewidth=1.3, label=model)
+            handles.setdefault(model, line)
+        ks = sorted({r["k"] for r in sel})
         cap = next((r["capacity"] for r in sel if r["capacity"]), None)
         title = ds
         if cap is not None:
             ax.axvline(cap[0], color="0.3", linestyle="--", linewidth=1)
-            ax.text(cap[0], 1.02, f" 0.138 N = {cap[0]:.1f}", color="0.3", fontsize=8, va="bottom",
-                    transform=ax.get_xaxis_transform())
+            ax.text(cap[0], 0.5, f"0.138 N = {cap[0]:.1f} ", color="0.3", fontsize=8, rotation=90, ha="right",
+                    va="center", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
             title = f"{ds} (N = {cap[1]} units)"
-        ax.set_title(title, fontsize=10, pad=14)
+        if ks[0] > 0 and ks[-1] / ks[0] >= 8:  # a wide range of k: a log axis, ticks at the ks
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_locator(FixedLocator(ks))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("stored patterns k")
         ax.set_ylim(-0.03, 1.03)
     axes.flat[0].set_ylabel("recovered fraction")
-    legend_outside(axes.flat[-1])
+    legend_outside(axes.flat[-1], list(handles.values()), list(handles))
     fig.tight_layout()
     return Figure("capacity", "Capacity curve",
                   "Retrieval against the number of stored patterns k: the fraction of the k patterns recalled "
