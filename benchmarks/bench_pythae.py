@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import pythae
+    import pythae.pipelines  # noqa: F401 - imported first, so that their loggers exist and can be quietened
+    import pythae.trainers  # noqa: F401
 
     from aebench.data.base import load
 
-    logging.getLogger("pythae").setLevel(logging.WARNING)
     for name in list(logging.root.manager.loggerDict):
         if name.startswith("pythae"):
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -63,7 +63,7 @@ def prepare_process(run: RunSettings, threads: int | None = None) -> None:
 def run_config(config: dict[str, Any], run: RunSettings) -> Outcome:
     """Run the job described by ``config`` (``Job.payload()``: its configuration and evaluation), as ``local``
     would."""
-    from aebench.runner.job import run_job
     from aebench.job import Job
+    from aebench.runner.job import run_job
 
     return run_job(Job.from_config(config), run)
