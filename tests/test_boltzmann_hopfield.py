@@ -9,6 +9,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from test_models import bars
 
 from aebench.data.base import ImageSet
 from aebench.errors import AebenchError
@@ -23,28 +24,9 @@ from aebench.models.rbm import GibbsSampler, ais_betas
 BARS_SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests loop over tiny tensors (Gibbs, AIS and unit-by-unit steps), where a second thread only
-    costs: one thread runs them several times faster on a loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
-def bars(n: int = 32, size: int = 8, seed: int = 0) -> torch.Tensor:
-    """Binary bar images (as tests/test_models.py's)."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.zeros(n, 1, size, size)
-    pos = torch.randint(0, size - 1, (n,), generator=g)
-    for i in range(n):
-        p = int(pos[i])
-        if i % 2:
-            x[i, 0, :, p : p + 2] = 1.0
-        else:
-            x[i, 0, p : p + 2, :] = 1.0
-    return x
 
 
 def states(n: int) -> torch.Tensor:

@@ -22,14 +22,7 @@ from aebench.models.likelihood import Gaussian
 from aebench.models.vae_flows import VAEIAF, VAEIAFConfig, VAELinNF, VAELinNFConfig
 from aebench.models.vamp import VampConfig, VampVAE
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Everything here is tiny: one thread is faster, and much faster on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 def jacobians(fn, x: torch.Tensor) -> torch.Tensor:

@@ -23,13 +23,7 @@ from aebench.store.jobdir import JobDir
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "memory.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Recall updates one unit at a time on tiny tensors, where a second thread only costs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is faster
 
 
 def patterns(n: int, size: int = 10, p: float = 0.5) -> torch.Tensor:

@@ -12,6 +12,7 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
+from test_fid import digit_like
 from torch import nn
 
 from aebench.data.base import ImageSet
@@ -20,14 +21,6 @@ from aebench.metrics import extractors
 from aebench.metrics.base import EvalContext, evaluate, to_uint8
 from aebench.models.base import Autoencoder, Encoding
 from aebench.models.likelihood import Bernoulli
-
-
-def digit_like(n: int, seed: int) -> torch.Tensor:
-    """28x28 uint8 smooth blobs (as test_fid): the digits extractor takes them."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, 7, 7, generator=g).pow(3)
-    x = nn.functional.interpolate(x, size=(28, 28), mode="bilinear", align_corners=False)
-    return (x * 255).clamp(0, 255).to(torch.uint8)
 
 
 class SmallAE(Autoencoder):

@@ -116,6 +116,20 @@ class Autoencoder(nn.Module):
         return {k: v.detach() for k, v in terms.items()}
 
 
+def two_player_step(terms: dict[str, torch.Tensor], first: list[nn.Parameter], opt_first: torch.optim.Optimizer,
+                    second: list[nn.Parameter], opt_second: torch.optim.Optimizer, grad_clip: float | None,
+                    second_key: str = "discriminator") -> dict[str, torch.Tensor]:
+    """One step of each player from one forward pass: the first minimises ``terms["loss"]`` over its own
+    parameters, then the second ``terms[second_key]`` (computed on the first's detached outputs) over its own."""
+    for params, opt, key in ((first, opt_first, "loss"), (second, opt_second, second_key)):
+        opt.zero_grad(set_to_none=True)
+        terms[key].backward(inputs=params)
+        if grad_clip:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+    return {k: v.detach() for k, v in terms.items()}
+
+
 def make_optimizer(params: Any, train: TrainSettings, **overrides: Any) -> torch.optim.Optimizer:
     """The registered optimizer ``train.optimizer`` (``aebench ls optimizers``; plugins may add their own)."""
     from aebench.registry import OPTIMIZERS

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from aebench.errors import AebenchError
-from aebench.models.base import Encoding, ModelConfig, TrainSettings, make_optimizer
+from aebench.models.base import Encoding, ModelConfig, TrainSettings, make_optimizer, two_player_step
 from aebench.models.vae import VAE, gaussian_kl, log_normal, reparameterize
 
 
@@ -174,19 +174,8 @@ class FactorVAE(VAE):
                    grad_clip: float | None = None) -> dict[str, torch.Tensor]:
         """The VAE's step, then the discriminator's on the same batch (its term saw only detached codes)."""
         opt_ae, opt_disc = optimizers
-        terms = self.loss(x)
-        ae_params = self.autoencoder_parameters()
-        opt_ae.zero_grad(set_to_none=True)
-        terms["loss"].backward(inputs=ae_params)
-        if grad_clip:
-            nn.utils.clip_grad_norm_(ae_params, grad_clip)
-        opt_ae.step()
-        opt_disc.zero_grad(set_to_none=True)
-        terms["discriminator"].backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(self.discriminator.parameters(), grad_clip)
-        opt_disc.step()
-        return {k: v.detach() for k, v in terms.items()}
+        return two_player_step(self.loss(x), self.autoencoder_parameters(), opt_ae,
+                               list(self.discriminator.parameters()), opt_disc, grad_clip)
 
 
 # -- beta-TCVAE -------------------------------------------------------------------------------------------

@@ -80,7 +80,11 @@ class VAE(Autoencoder):
         z = reparameterize(enc, k)  # (k, B, D)
         out = self.decode(z.flatten(0, 1))
         nll = self.likelihood.nll(out, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
-        return -nll + log_normal(z) - log_normal(z, enc.mean, enc.logvar), nll
+        return -nll + self.log_prior(z) - log_normal(z, enc.mean, enc.logvar), nll
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z): N(0, I) here; a model with another prior (the VampPrior) overrides it."""
+        return log_normal(z)
 
 
 @dataclass

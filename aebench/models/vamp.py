@@ -108,11 +108,3 @@ class VampVAE(VAE):
         kl = (log_normal(z, enc.mean, enc.logvar) - self.log_prior(z)).mean()
         return {"loss": rec + self.config.beta * kl, "reconstruction": rec, "kl": kl}
 
-    def importance_terms(self, x: torch.Tensor, k: int, enc: Encoding | None = None
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """log p(x|z_i) + log p_vamp(z_i) - log q(z_i|x) for k posterior samples (k, B), and -log p(x|z_i)."""
-        enc = self.encode(x) if enc is None else enc
-        z = reparameterize(enc, k)  # (k, B, D)
-        out = self.decode(z.flatten(0, 1))
-        nll = self.likelihood.nll(out, x.repeat(k, *([1] * (x.dim() - 1)))).view(k, -1)
-        return -nll + self.log_prior(z) - log_normal(z, enc.mean, enc.logvar), nll

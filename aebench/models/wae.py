@@ -12,7 +12,7 @@ from torch import nn
 
 from aebench.errors import AebenchError
 from aebench.models.backbones import make_activation
-from aebench.models.base import Autoencoder, ModelConfig, TrainSettings, make_optimizer
+from aebench.models.base import Autoencoder, ModelConfig, TrainSettings, make_optimizer, two_player_step
 
 WAE_SCALES = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]  # the kernel scales of the WAE paper's code
 
@@ -151,19 +151,8 @@ class WAEGAN(Autoencoder):
 
     def train_step(self, x: torch.Tensor, optimizers: Sequence[torch.optim.Optimizer],
                    grad_clip: float | None = None) -> dict[str, torch.Tensor]:
-        """One step of each player on the same batch: autoencoder first, then the discriminator."""
+        """One step of each player on the same batch: autoencoder first, then the discriminator (whose term saw
+        only detached codes and its own, not yet updated, weights)."""
         opt_ae, opt_disc = optimizers
-        terms = self._terms(x)
-        ae_params = self.autoencoder_parameters()
-        opt_ae.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(ae_params, grad_clip)
-        opt_ae.step()
-        # the discriminator's term saw only detached codes and its own (not yet updated) weights
-        opt_disc.zero_grad(set_to_none=True)
-        terms["discriminator"].backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_(self.discriminator.parameters(), grad_clip)
-        opt_disc.step()
-        return {k: v.detach() for k, v in terms.items()}
+        return two_player_step(self._terms(x), self.autoencoder_parameters(), opt_ae,
+                               list(self.discriminator.parameters()), opt_disc, grad_clip)
