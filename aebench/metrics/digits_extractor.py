@@ -8,7 +8,6 @@ retrains them reproducibly (fixed seed, deterministic CPU kernels).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -56,11 +55,9 @@ class DigitsCNN(nn.Module):
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from aebench.store.jobdir import sha256_file
+
+    return sha256_file(Path(path))
 
 
 def load_digits_cnn(path: str | Path | None = None) -> tuple[DigitsCNN, str]:

@@ -76,11 +76,9 @@ def weights_folder() -> Path:
 
 
 def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from aebench.store.jobdir import sha256_file
+
+    return sha256_file(path)
 
 
 def _mismatch(spec: WeightsFile, digest: str) -> str | None:
