@@ -68,7 +68,8 @@ _MODELS = [
      "Poincaré VAE: wrapped normal posterior and prior on the Poincaré ball, MC KL"),
     ("rbm", "aebench.models.rbm:RBM", "restricted Boltzmann machine: binary units, PCD training, log p(x) by AIS"),
     ("hopfield", "aebench.models.hopfield:Hopfield",
-     "Hopfield network: Hebbian storage of n_stored binarised images, asynchronous recall; no gradient training"),
+     "Hopfield network: Hebbian, centred or projection storage of n_stored binarised images, asynchronous "
+     "recall; no gradient training"),
 ]
 for _name, _target, _desc in _MODELS:
     MODELS.register(_name, target=_target, description=_desc)
