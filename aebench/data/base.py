@@ -94,6 +94,16 @@ def _cache_path(root: Path, name: str, split: str) -> Path:
     return cache_root() / "datasets" / f"{name}-{split}-{key}-v{CACHE_VERSION}.pt"
 
 
+# cache file -> (its stat stamp, images, labels) of the last splits verified in this process: a job's training and
+# evaluation stages reuse them instead of reading and hashing the file again (the tensors are shared, read-only)
+_VERIFIED: dict[Path, tuple] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size, st.st_ino
+
+
 def _checksum(images: torch.Tensor, labels: torch.Tensor | None) -> str:
     h = hashlib.sha256(images.contiguous().numpy().tobytes())
     if labels is not None:
@@ -134,9 +144,16 @@ def load(
     options = dict(options or {})
     cache = cache_file(name, split, root, options)
     if cache is not None and cache.exists():
+        stamp = _stamp(cache)
+        if _VERIFIED.get(cache, (None,))[0] == stamp:  # verified earlier in this process, file unchanged since
+            return ImageSet(name, split, *_VERIFIED[cache][1:])
         try:
             blob = torch.load(cache, map_location="cpu", weights_only=True)
             if blob.get("sha256") == _checksum(blob["images"], blob.get("labels")):
+                _VERIFIED.pop(cache, None)
+                _VERIFIED[cache] = (stamp, blob["images"], blob.get("labels"))
+                while len(_VERIFIED) > 2:  # a dataset's train and test splits; each job loads them 2-3 times
+                    _VERIFIED.pop(next(iter(_VERIFIED)))
                 return ImageSet(name, split, blob["images"], blob.get("labels"))
             problem = "checksum mismatch"
         except Exception as exc:  # noqa: BLE001 - a damaged cache is rebuilt from the source files
