@@ -89,6 +89,7 @@ SAMPLERS.register(
 SAMPLERS.register(
     "gmm", target="aebench.models.samplers:GMMSampler",
     description="a 10-component full-covariance Gaussian mixture fitted to the training codes",
+    version=2,  # 2: EM in torch on the job's device (1: scikit-learn's GaussianMixture)
 )
 SAMPLERS.register("vamp-prior", target="aebench.models.flow_samplers:VampPriorSampler",
                   description="a vamp model's VampPrior: a pseudo-input u_k uniformly, then z ~ q(z | u_k)")

@@ -33,6 +33,14 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _sampler_version(name: str) -> list[int]:
+    """A sampler's ``version`` meta, hashed only from 2 on (bumped when its draws change; 1 keeps older keys)."""
+    from aebench.registry import SAMPLERS
+
+    version = int(SAMPLERS.meta(name).get("version", 1))
+    return [version] if version > 1 else []
+
+
 @dataclass
 class MetricRequest:
     """One metric to compute on a trained job, with the key its record is stored under."""
@@ -76,7 +84,8 @@ class Evaluation:
         from aebench.registry import METRICS
         from aebench.settings_types import canonical_metric_settings, canonical_sampler_options, metric_depends
 
-        samplers = [[s.name, canonical_sampler_options(s.name, s.options)] for s in self.samplers]
+        samplers = [[s.name, canonical_sampler_options(s.name, s.options), *_sampler_version(s.name)]
+                    for s in self.samplers]
         out = []
         for m in self.metrics:
             meta = METRICS.meta(m.name)

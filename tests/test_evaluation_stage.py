@@ -273,3 +273,14 @@ def test_a_pythae_folder_is_scored_with_every_metric_that_applies(write_suite, t
     metrics = json.loads((vae_dir / "metrics.json").read_text())
     assert "kl_w2/sample_kl" in metrics["values"]  # the VAE's encoder variance is read
     assert (vae_dir / "pythae" / "model.pt").exists()  # the result stands alone
+
+
+def test_a_samplers_new_version_recomputes_what_uses_its_samples(write_suite, monkeypatch):
+    from aebench.registry import SAMPLERS
+
+    suite = load_suite(write_suite(suite_text(metrics="[recon, sharpness]", eval="{samplers: [gmm]}")))
+    job = suite.jobs()[0]
+    before = {r.name: r.key for r in job.evaluation.requests(job.hash)}
+    monkeypatch.setitem(SAMPLERS.meta("gmm"), "version", SAMPLERS.meta("gmm")["version"] + 1)
+    after = {r.name: r.key for r in job.evaluation.requests(job.hash)}
+    assert before["recon"] == after["recon"] and before["sharpness"] != after["sharpness"]
