@@ -127,16 +127,18 @@ def test_the_search_is_reproducible_and_trial_zero_is_the_entrys_own_parameters(
     assert suite.jobs() == []  # nothing final before a selection
 
 
-def _run_tuned(write_suite, results: Path, capsys) -> dict:
-    suite = write_suite(suite_text(**TUNED))
-    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
-    capsys.readouterr()
-    return json.loads((results / "tiny" / "tuning.json").read_text())
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> tuple[Path, dict]:
+    """One tuned run (2 entries x 3 trials, then 2 seeds each), shared by the tests that read it."""
+    root = tmp_path_factory.mktemp("tuned")
+    suite = root / "suite.yaml"
+    suite.write_text(suite_text(**TUNED))
+    assert main(["run", str(suite), "--results", str(root / "r"), "--no-progress"]) == 0
+    return root / "r" / "tiny", json.loads((root / "r" / "tiny" / "tuning.json").read_text())
 
 
-def test_tuning_selects_on_val_then_trains_the_suites_seeds(write_suite, tmp_path, capsys):
-    record = _run_tuned(write_suite, tmp_path / "r", capsys)
-    d = tmp_path / "r" / "tiny"
+def test_tuning_selects_on_val_then_trains_the_suites_seeds(tuned):
+    d, record = tuned
     for label in ("ae", "vae"):
         r = record["models"][label]
         means = [t["mean"] for t in r["trials"]]
@@ -189,11 +191,11 @@ def test_selection_never_reads_the_test_split(write_suite, tmp_path, capsys, mon
     assert clean and clean != dirty  # the final test metrics did see the poisoned test split
 
 
-def test_the_report_shows_the_search_every_trial_and_the_sensitivity(write_suite, tmp_path, capsys):
+def test_the_report_shows_the_search_every_trial_and_the_sensitivity(tuned, tmp_path):
     from aebench.report import build_report
 
-    record = _run_tuned(write_suite, tmp_path / "r", capsys)
-    files = build_report(tmp_path / "r" / "tiny", tmp_path / "report")
+    d, record = tuned
+    files = build_report(d, tmp_path / "report")
     md = Path(files.markdown).read_text()
     assert "## Tuning" in md and "figures/sensitivity.png" in md
     for label, m in record["models"].items():
