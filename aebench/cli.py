@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("strip", "delete the checkpoints of finished jobs, to share results without weights")
     p.add_argument("results_dir", help="results/<suite>")
+    p.add_argument("--images", action="store_true",
+                   help="also delete the image grids the report does not show: trials' and all but the first seed's")
 
     p = add("status", "list each job of a results folder as done, running, failed, damaged or pending")
     p.add_argument("results_dir", help="results/<suite>")
@@ -371,13 +373,14 @@ def cmd_train_extractor(args: argparse.Namespace) -> int:
 
 
 def cmd_strip(args: argparse.Namespace) -> int:
-    from aebench.store.table import job_dirs
+    from aebench.store.strip import strip
 
     d = Path(args.results_dir)
     if not d.is_dir():
         raise AebenchError(f"{d}: no such results folder")
-    stripped = sum(jd.strip_checkpoint() for jd in job_dirs(d))
-    print(f"{d}: removed {stripped} checkpoint(s); the jobs stay done")
+    checkpoints, images = strip(d, args.images)
+    print(f"{d}: removed {checkpoints} checkpoint(s)" + (f" and {images} image(s)" if args.images else "")
+          + "; the jobs stay done")
     return 0
 
 

@@ -123,6 +123,7 @@ class ModelSpec:
     grid: dict[str, list] = field(default_factory=dict)
     label: str | None = None
     search: dict[str, dict] = field(default_factory=dict)  # param or train field -> {log_uniform|uniform|choice: ...}
+    train: dict[str, Any] = field(default_factory=dict)  # this entry's own lr, weight_decay... (a tuned value)
 
 
 @dataclass
@@ -133,8 +134,10 @@ class TuneSpec:
     seeds: list[int] = field(default_factory=lambda: [0])  # the seeds each trial is trained with
     metric: str = "recon/mse"  # selection key, computed on val, with its registered direction
     seed: int = 0  # seeds the random search
+    epochs: int | None = None  # a trial's training epochs (None: train.epochs); the same for every model
 
     def __post_init__(self) -> None:
+        positive(self, "epochs")
         if self.trials < 0:
             raise SuiteError(None, "trials", f"must be >= 0, got {self.trials}")
         if not self.seeds or any(s < 0 for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):

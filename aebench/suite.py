@@ -57,9 +57,13 @@ class Suite:
 
     def selection_evaluation(self) -> Evaluation:
         """The tuning's evaluation: the selection metric alone (with the suite's settings for it), on val."""
-        name = self.tune.metric.split("/")[0]
+        name, key = self.tune.metric.split("/", 1)
         listed = next((m for m in self.metrics if m.name == name), NamedSpec(name))
-        return self.evaluation("val", [listed])
+        evaluation = self.evaluation("val", [listed])
+        named = [s for s in evaluation.samplers if key == s.name or key.endswith("_" + s.name)]
+        if named:  # fid/gaussian needs the gaussian sampler's samples only: fit and draw no others
+            evaluation.samplers = named
+        return evaluation
 
     def val_size(self, ds: NamedSpec) -> int:
         """Images held out for validation: ``data.val``, else the dataset's default (MNIST: 10,000)."""
@@ -70,7 +74,7 @@ class Suite:
     def _job(self, spec: ModelSpec, label: str, params: dict[str, Any], ds: NamedSpec, seed: int,
              evaluation: Evaluation, train: dict[str, Any] | None = None, trial: int | None = None) -> Job:
         tspec = copy.deepcopy(self.train)
-        for k, v in (train or {}).items():
+        for k, v in {**spec.train, **(train or {})}.items():  # the entry's own values, then a trial's
             setattr(tspec, k, v)
         return Job(suite=self.name, model=spec.name, label=label, params=params, dataset=ds.name,
                    dataset_options=loader_options(ds), seed=seed, backbone=self.backbone.name,
@@ -94,6 +98,8 @@ class Suite:
             base = spec.label or spec.name
             for t, point in enumerate(trial_points(spec.search, self.tune.trials, self.tune.seed, base)):
                 params, train = split_point(point)
+                if self.tune.epochs is not None:  # a shorter search budget, equal for every model
+                    train = {"epochs": self.tune.epochs, **train}
                 for ds in self.datasets:
                     for seed in self.tune.seeds:
                         jobs.append(self._job(spec, trial_label(base, t), {**spec.params, **params}, ds, seed,
@@ -262,7 +268,25 @@ def parse_suite(raw: Any, name: str = "suite") -> Suite:
         launcher=_named(_default_name(raw.get("launcher", "local"), "local"), "launcher"),
         tune=from_dict(TuneSpec, raw.get("tune") or {}, "tune"),
     )
+    _check_entry_training(suite)
     return suite
+
+
+def _check_entry_training(suite: Suite) -> None:
+    """An entry's ``train:`` may set the searchable fields only (the budget, epochs and selection, stays
+    the suite's, equal for every model), with TrainSpec's types and checks."""
+    from dataclasses import asdict
+
+    from aebench.tuning import TRAIN_KEYS
+
+    for i, spec in enumerate(suite.models):
+        for key in spec.train:
+            if key not in TRAIN_KEYS:
+                raise SuiteError(None, f"models[{i}].train.{key}", unknown_field(key, list(TRAIN_KEYS)) +
+                                 " (an entry may set these; the budget is the suite's)")
+        if spec.train:
+            checked = from_dict(TrainSpec, {**asdict(suite.train), **spec.train}, f"models[{i}].train")
+            spec.train = {k: getattr(checked, k) for k in spec.train}  # coerced: "1e-3" is a float
 
 
 def _eval_spec(raw: Any) -> EvalSpec:

@@ -107,7 +107,8 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
         by_label.setdefault(job.label.rsplit("@t", 1)[0], []).append(job)
     selected: dict[str, dict[str, Any]] = {}
     record: dict[str, Any] = {"metric": key, "direction": direction, "split": "val", "trials": suite.tune.trials,
-                              "seeds": list(suite.tune.seeds), "seed": suite.tune.seed, "models": {}}
+                              "seeds": list(suite.tune.seeds), "seed": suite.tune.seed,
+                              "epochs": suite.tune.epochs or suite.train.epochs, "models": {}}
     for spec in suite.models:
         base = spec.label or spec.name
         if base not in by_label:

@@ -127,6 +127,38 @@ def test_the_search_is_reproducible_and_trial_zero_is_the_entrys_own_parameters(
     assert suite.jobs() == []  # nothing final before a selection
 
 
+def test_a_shorter_search_budget_and_only_the_selection_samplers(write_suite):
+    """tune.epochs trains every trial for the same shorter budget; fid/gaussian fits and draws gaussian only."""
+    text = suite_text(**{**TUNED, "tune": "{trials: 2, seeds: [0], metric: fid/gaussian, epochs: 1}"},
+                      train="{epochs: 3, batch_size: 16}", eval="{samplers: [prior, gaussian, gmm], n_samples: 32}",
+                      metrics="[recon, fid]")
+    suite = load_suite(write_suite(text))
+    trials = suite.trial_jobs()
+    assert {j.train.epochs for j in trials} == {1} and suite.train.epochs == 3
+    ev = trials[0].evaluation
+    assert [s.name for s in ev.samplers] == ["gaussian"] and [m.name for m in ev.metrics] == ["fid"]
+    assert [s.name for s in suite.evaluation().samplers] == ["prior", "gaussian", "gmm"]
+    unshortened = load_suite(write_suite(text.replace(", epochs: 1}", "}"), "plain.yaml")).trial_jobs()
+    assert {j.train.epochs for j in unshortened} == {3}
+    assert unshortened[0].id != trials[0].id  # a different budget is a different training
+
+
+def test_an_entry_sets_its_own_tuned_training_values_but_never_the_budget(write_suite):
+    from aebench.errors import SuiteError
+
+    models = "[{name: ae, train: {lr: 3e-3}}, {name: vae, train: {lr: 2e-3}, search: {beta: {uniform: [1, 2]}}}]"
+    suite = load_suite(write_suite(suite_text(models=models, data="{val: 16}", tune="{trials: 2, metric: recon/mse}")))
+    ae = suite.jobs()[0]
+    assert ae.model == "ae" and ae.train.lr == 3e-3 and ae.train.epochs == suite.train.epochs
+    assert {j.train.lr for j in suite.trial_jobs()} == {2e-3}  # trial 0 included: the entry's own value
+    plain = load_suite(write_suite(suite_text(), "plain.yaml")).jobs()[0]
+    assert plain.model == "ae" and plain.id != ae.id
+    with pytest.raises(SuiteError, match=r"models\[0\]\.train\.epochs: unknown field.*budget is the suite's"):
+        load_suite(write_suite(suite_text(models="[{name: ae, train: {epochs: 50}}]"), "e.yaml"))
+    with pytest.raises(SuiteError, match=r"models\[0\]\.train"):
+        load_suite(write_suite(suite_text(models="[{name: ae, train: {lr: fast}}]"), "f.yaml"))
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> tuple[Path, dict]:
     """One tuned run (2 entries x 3 trials, then 2 seeds each), shared by the tests that read it."""
@@ -197,7 +229,7 @@ def test_the_report_shows_the_search_every_trial_and_the_sensitivity(tuned, tmp_
     d, record = tuned
     files = build_report(d, tmp_path / "report")
     md = Path(files.markdown).read_text()
-    assert "## Tuning" in md and "figures/sensitivity.png" in md
+    assert "## Tuning" in md and "figures/sensitivity.png" in md and f"for {record['epochs']} epochs" in md
     for label, m in record["models"].items():
         assert f"**{label}**" in md and f"trial {m['selected']} selected" in md
     assert md.count("**selected**") == 2

@@ -7,6 +7,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+import torch
 
 from aebench.cli import main
 from aebench.store.jobdir import JobDir
@@ -175,6 +176,26 @@ def test_strip_drops_checkpoints_and_the_jobs_stay_done(tiny_suite, tmp_path, ca
     assert "2 already done, 0 to run" in capsys.readouterr().err
 
 
+def test_strip_images_keeps_only_the_grids_the_report_shows(write_suite, tmp_path, capsys):
+    from conftest import suite_text
+
+    suite = write_suite(suite_text(seeds="[0, 1]"))
+    results = tmp_path / "results"
+    assert _run(str(suite), "--results", str(results)) == 0
+    dirs = [p for p in (results / "tiny").iterdir() if (p / "config.json").exists()]
+    pngs = {d: sorted(p.name for p in d.glob("*.png")) for d in dirs}
+    assert all(pngs.values())
+    assert main(["strip", str(results / "tiny"), "--images"]) == 0
+    seed = {d: json.loads((d / "config.json").read_text())["seed"] for d in dirs}
+    removed = sum(len(v) for d, v in pngs.items() if seed[d] == 1)
+    assert f"removed 4 checkpoint(s) and {removed} image(s)" in capsys.readouterr().out
+    for d in dirs:
+        assert sorted(p.name for p in d.glob("*.png")) == (pngs[d] if seed[d] == 0 else [])
+        assert JobDir(d).is_done()
+    assert _run(str(suite), "--results", str(results)) == 0
+    assert "4 already done, 0 to run" in capsys.readouterr().err
+
+
 def test_bf16_autocast_option_trains_and_is_part_of_the_job_hash(tiny_suite, tmp_path):
     """The GPU's mixed-precision path, exercised on the CPU (autocast supports bf16 there too)."""
     from aebench.suite import load_suite
@@ -210,3 +231,21 @@ def test_encoder_task_records_each_patterns_code(write_suite, tmp_path):
     # 300 full-batch Adam steps separate the 8 patterns: every pattern gets its own code
     assert len({tuple(round(v, 1) for v in c) for c in codes}) == 8
     assert metrics["values"]["recon/mse"] < 0.05
+
+
+def test_grids_store_gray_images_as_one_channel_and_colour_as_rgb(tmp_path):
+    """make_grid turns gray images into RGB; the PNG keeps one channel (a third of the size), pixels unchanged."""
+    from PIL import Image
+    from torchvision.utils import make_grid
+
+    from aebench.runner.grids import save_grid
+
+    g = torch.Generator().manual_seed(0)
+    gray = torch.randint(0, 256, (12, 1, 8, 8), generator=g, dtype=torch.uint8)
+    colour = torch.randint(0, 256, (12, 3, 8, 8), generator=g, dtype=torch.uint8)
+    for images, mode in ((gray, "L"), (colour, "RGB")):
+        with Image.open(save_grid(images, tmp_path / f"{mode}.png", nrow=4)) as im:
+            assert im.mode == mode
+            got = torch.from_numpy(__import__("numpy").array(im))
+        want = make_grid(images.float() / 255, nrow=4, padding=2, pad_value=0.5).mul(255).round().to(torch.uint8)
+        assert torch.equal(got, want[0] if mode == "L" else want.permute(1, 2, 0))

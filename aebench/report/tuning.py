@@ -53,7 +53,8 @@ def tuning_markdown(record: dict[str, Any] | None) -> list[str]:
 
     out = ["## Tuning", "",
            f"Random search, {record['trials']} trials per model entry with a search space (trial 0 is the entry's "
-           f"own parameters), each trained on seed(s) {', '.join(map(str, record['seeds']))} and scored by "
+           f"own parameters), each trained on seed(s) {', '.join(map(str, record['seeds']))}"
+           + (f" for {record['epochs']} epochs" if record.get("epochs") else "") + " and scored by "
            f"`{esc(record['metric'])}` on the validation split ({'lower' if record['direction'] == 'min' else 'higher'}"
            " is better); the selected trial then trains on the suite's seeds and is scored on test.", ""]
     for label, m in record["models"].items():
