@@ -160,10 +160,15 @@ class Job:
     def protocol(self) -> str:
         """Fingerprint of the training protocol: all that determines weights but the model, its
         hyperparameters, the seed and the origin. Leaderboards rank together only jobs that share it (and,
-        per metric, the metric's settings: ``MetricRequest.setting_id``)."""
+        per metric, the metric's settings: ``MetricRequest.setting_id``). The training fields a search may
+        tune (lr, weight_decay, batch_size, grad_clip, optimizer) are a model's hyperparameters too: a tuned
+        model keeps the protocol of the suite; the budget (epochs, selection, schedule) stays in it."""
+        from aebench.tuning import TRAIN_KEYS
+
         cfg = self.identity()
         for key in ("model", "params", "seed", "origin", "trial"):
             cfg.pop(key, None)
+        cfg["train"] = {k: v for k, v in cfg["train"].items() if k not in TRAIN_KEYS}
         return digest(cfg)[:12]
 
     @property

@@ -151,8 +151,11 @@ def test_an_entry_sets_its_own_tuned_training_values_but_never_the_budget(write_
     ae = suite.jobs()[0]
     assert ae.model == "ae" and ae.train.lr == 3e-3 and ae.train.epochs == suite.train.epochs
     assert {j.train.lr for j in suite.trial_jobs()} == {2e-3}  # trial 0 included: the entry's own value
-    plain = load_suite(write_suite(suite_text(), "plain.yaml")).jobs()[0]
+    plain = load_suite(write_suite(suite_text(data="{val: 16}"), "plain.yaml")).jobs()[0]
     assert plain.model == "ae" and plain.id != ae.id
+    assert plain.protocol == ae.protocol  # a tuned lr is the model's hyperparameter, not another protocol
+    longer = load_suite(write_suite(suite_text(data="{val: 16}", train="{epochs: 9}"), "long.yaml")).jobs()[0]
+    assert longer.protocol != plain.protocol  # the budget is the protocol's
     with pytest.raises(SuiteError, match=r"models\[0\]\.train\.epochs: unknown field.*budget is the suite's"):
         load_suite(write_suite(suite_text(models="[{name: ae, train: {epochs: 50}}]"), "e.yaml"))
     with pytest.raises(SuiteError, match=r"models\[0\]\.train"):

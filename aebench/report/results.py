@@ -162,6 +162,7 @@ def _in_suite_order(jobs: pd.DataFrame, suite_text: str | None) -> pd.DataFrame:
     if jobs.empty:
         return jobs
     key = jobs.apply(rank, axis=1)
+    jobs = jobs.copy()  # defragmented: the wide frame was built column by column
     return (jobs.assign(_order=key).sort_values(["_order", "label", "dataset", "seed", "job_id"], kind="stable",
                                                  na_position="last")
             .drop(columns="_order").reset_index(drop=True))
