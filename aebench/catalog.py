@@ -24,7 +24,7 @@ _MODELS = [
     ("dropout-ae", "aebench.models.ae:DropoutAE", "dropout AE: dropout at the hidden layers, rate configurable"),
     ("sparse-ae", "aebench.models.ae:SparseAE", "sparse AE: L1 penalty lam * sum |h_i| on the code activations"),
     ("contractive-ae", "aebench.models.contractive:ContractiveAE",
-     "contractive AE: lam * ||J_f(x)||_F^2, the encoder's exact squared Jacobian norm"),
+     "contractive AE: lam * ||J_f(x)||_F^2, the encoder's squared Jacobian norm (exact, or Hutchinson's estimate)"),
     ("denoising-ae", "aebench.models.denoising:DenoisingAE",
      "denoising AE: recovers x from a gaussian, masked or salt-and-pepper copy"),
     ("vae", "aebench.models.vae:VAE", "variational AE: Gaussian encoder, reparameterisation, analytic KL"),

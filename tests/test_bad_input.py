@@ -104,7 +104,7 @@ CASES: list[tuple[str, str, str, bool]] = [
     ("tune-without-val", edit(models="[{name: vae, search: {beta: {uniform: [1, 2]}}}]", tune="{trials: 2}"),
      "data.val: tuning selects on the validation split, but dataset 'synthetic' has none; set data.val > 0", False),
     ("unknown-model-key", edit(models="[{name: vae, lr: 2}]"),
-     "models[0].lr: unknown field; allowed: name, params, grid, label, search", False),
+     "models[0].lr: unknown field; allowed: name, params, grid, label, search, train", False),
     ("unknown-model-param", edit(models="[{name: vae, params: {betta: 2}}]"),
      "models[0].params.betta: unknown field; did you mean 'beta'? allowed: beta", True),
     ("unknown-backbone-option", edit(backbone="{name: mlp, depth: 3}"),
