@@ -178,3 +178,23 @@ def test_keys_module_names_no_metric_key_nor_dataset() -> None:
     names = set(METRICS.names()) | set(DATASETS.names())
     found = [s for s in strings if s.split("/")[0] in names or any(s.startswith(f"{m}/") for m in METRICS.names())]
     assert found == []
+
+
+def test_curves_with_many_models_draw_one_panel_per_model(tmp_path: Path, monkeypatch) -> None:
+    """Past eight models one line per model is unreadable: each model gets its own panel and scale."""
+    import aebench.report.figures as figs
+    from aebench.report.results import load_results
+
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(10):
+        for seed in (0, 1):
+            make_job(d, "ae", seed, {"recon/mse": 0.01}, label=f"m{i}", params={"lam": i}, epochs=3)
+    drawn = []
+    monkeypatch.setattr(figs, "save", lambda fig, path: drawn.append(fig) or path)
+    fig = figs.curves(load_results(d), tmp_path / "figs")
+    assert fig is not None and "one panel per model" in fig.caption
+    titles = [ax.get_title() for ax in drawn[0].axes if ax.get_title()]
+    assert titles == [f"m{i}" for i in range(10)]
+    line = drawn[0].axes[0].get_lines()[0]  # m0's loss: the mean over seeds 0 and 1 of make_job's 100 + seed - 3e
+    assert list(line.get_ydata()) == pytest.approx([100.5 - 3 * e for e in (1, 2, 3)])

@@ -147,30 +147,48 @@ def headline_bars(res: Results, out: Path) -> Figure | None:
                   save(fig, out / "headline.png"))
 
 
+MANY_MODELS = 8  # above this, one panel per model (loss and val_loss) instead of one line per model per term
+
+
 def curves(res: Results, out: Path) -> Figure | None:
-    """Every loss term per epoch, one line per model (mean over seeds, band one sd)."""
+    """Every loss term per epoch, one line per model (mean over seeds, band one sd); with many models, one
+    panel per model with its training and validation loss, which shows whether each curve has flattened.
+    Tuning trials are left out (the tuning section shows them)."""
     data = res.curves
     if data is None or data.empty:
         return None
     data = data[data["value"].map(lambda v: isinstance(v, float) and math.isfinite(v))]
+    if "trial" in res.jobs:
+        finals = set(res.jobs.loc[res.jobs["trial"].isna(), "job_id"])
+        data = data[data["job_id"].isin(finals)]
     if data.empty:
         return None
     data = data.assign(Model=data["label"])
     plt, sns = plt_sns()
     from matplotlib.ticker import MaxNLocator
 
-    terms = list(dict.fromkeys(data["term"]))
     multi = data["dataset"].nunique() > 1
-    kw: dict[str, Any] = {"row": "dataset"} if multi else {"col_wrap": min(3, len(terms))}
-    grid = sns.relplot(data=data, kind="line", x="epoch", y="value", hue="Model", col="term", col_order=terms,
-                       errorbar="sd", marker="o", height=3, aspect=1.3, facet_kws={"sharey": False},
-                       palette=palette(data["Model"].nunique()), **kw)
-    grid.set_titles("{row_name} {col_name}" if multi else "{col_name}")
+    if data["Model"].nunique() > MANY_MODELS and not multi:
+        data = data[data["term"].isin(["loss", "val_loss"])]
+        grid = sns.relplot(data=data, kind="line", x="epoch", y="value", hue="term", col="Model",
+                           col_wrap=6, errorbar="sd", marker="o", markersize=3, height=1.9, aspect=1.25,
+                           facet_kws={"sharey": False, "sharex": True}, palette=palette(data["term"].nunique()))
+        grid.set_titles("{col_name}", size=9)
+        caption = ("The training objective (loss) and its value on the validation split (val_loss) per epoch, one "
+                   "panel per model, each on its own scale (mean over seeds; band: one sd). A flat end says the "
+                   "budget sufficed.")
+    else:
+        terms = list(dict.fromkeys(data["term"]))
+        kw: dict[str, Any] = {"row": "dataset"} if multi else {"col_wrap": min(3, len(terms))}
+        grid = sns.relplot(data=data, kind="line", x="epoch", y="value", hue="Model", col="term", col_order=terms,
+                           errorbar="sd", marker="o", height=3, aspect=1.3, facet_kws={"sharey": False},
+                           palette=palette(data["Model"].nunique()), **kw)
+        grid.set_titles("{row_name} {col_name}" if multi else "{col_name}")
+        caption = "Each loss term per epoch on the training set (mean over seeds; band: one sd)."
     grid.set_axis_labels("epoch", "")
     for ax in grid.axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return Figure("curves", "Training curves", "Each loss term per epoch on the training set (mean over seeds; "
-                  "band: one sd).", save(grid.figure, out / "curves.png"))
+    return Figure("curves", "Training curves", caption, save(grid.figure, out / "curves.png"))
 
 
 GENERIC_FIRST: list[Callable[[Results, Path], Figure | None]] = [headline_bars]
