@@ -247,6 +247,16 @@ def test_finetune_from_codes_that_separate_the_classes_beats_random_init():
     assert torch.bincount(ytr[idx]).tolist() == [3, 3, 2, 2]
 
 
+def test_finetune_does_not_apply_to_an_encoder_without_trainable_parameters():
+    model = SmallAE((1, 8, 8), C, seed=1)
+    for p in model.encoder.parameters():  # a fixed encoder (a Hopfield net's memory has only buffers)
+        p.requires_grad_(False)
+    (xtr, ytr), (xte, yte) = class_images(40, 1), class_images(40, 2)
+    out = evaluate(make_ctx(model, xte, xtr, yte, ytr), [("finetune", {"label_counts": [20], "epochs": 1})])
+    assert "no trainable parameters" in out["not_applicable"]["finetune"]
+    assert not any(k.startswith("finetune/") for k in out["values"])
+
+
 # -- interpolation FID ----------------------------------------------------------------------------------------------
 class PixelAE(Autoencoder):
     """Codes are the pixels themselves, so a decoded mid-point is the average of two images."""

@@ -103,6 +103,9 @@ def finetune(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     s = FinetuneSettings(**options)
     if not getattr(ctx.model, "has_encoder", True):
         raise NotApplicable("the model has no encoder")
+    if not any(p.requires_grad for p in ctx.model.encoder.parameters()):
+        raise NotApplicable("the encoder has no trainable parameters (nothing to fine-tune: the probe measures "
+                            "its fixed codes)")
     y_all = ctx.train.labels.cpu()
     n_classes = int(max(int(y_all.max()), int(ctx.test.labels.max())) + 1)
 
