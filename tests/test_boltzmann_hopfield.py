@@ -264,3 +264,13 @@ def test_retrieval_metric_on_models_with_a_known_answer():
     assert out["setup"]["k"] == 4 and out["setup"]["source"] == "stored patterns" and out["recovered"] == 1.0
     x, known = corrupt(train, "flip", 0.25, torch.Generator().manual_seed(0))
     assert known is None and bool(((x != train).flatten(1).sum(1) == 25).all())
+
+
+def test_the_prior_sampler_refuses_the_rbm_whose_hidden_units_are_binary():
+    import aebench.catalog  # noqa: F401 - the registries
+    from aebench.models.base import build_model
+    from aebench.registry import SAMPLERS
+
+    rbm = build_model("rbm", (1, 4, 4), 3, {})
+    assert "binary latent space" in SAMPLERS.get("prior")().applies_to(rbm)
+    assert SAMPLERS.get("gibbs")().applies_to(rbm) is None and SAMPLERS.get("gmm")().applies_to(rbm) is None

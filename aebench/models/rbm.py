@@ -115,6 +115,7 @@ class RBM(Autoencoder):
 
     Config = RBMConfig
     probabilistic = True  # the code p(h|v) is the mean of a factorised Bernoulli; its variance is p(1-p)
+    latent_space = "binary"  # hidden units in {0, 1}: N(0, I) is not its prior (the gibbs sampler draws from it)
     card = {
         "objective": "PCD surrogate mean_batch F(x) - mean_chains F(v~), F(v) = -b.v - sum_j softplus(c_j + W_j.v); "
                      "its gradient is PCD's estimate of the gradient of -log p(x); v~: n_chains persistent chains "
