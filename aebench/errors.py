@@ -34,6 +34,11 @@ class JobFailed(Exception):
     """A job could not finish (divergence, out of memory, ...); the suite goes on."""
 
 
+class Diverged(JobFailed):
+    """The training's loss or weights turned NaN or infinite: an outcome of its hyperparameters, which a
+    tuning search counts as a losing trial (a rerun with the same seed diverges again)."""
+
+
 class ResultsLocked(AebenchError):
     """Another aebench process holds the lock of a job or results folder."""
 

@@ -99,7 +99,7 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
     """Read every trial's validation score from its job folder; returns (label -> selected point, the record
     written to ``tuning.json``: per entry the space, each trial's point and scores, and the selection)."""
     from aebench.registry import metric_direction
-    from aebench.store.jobdir import METRICS, JobDir
+    from aebench.store.jobdir import FAILED, METRICS, JobDir
 
     key, direction = suite.tune.metric, metric_direction(suite.tune.metric) or "min"
     by_label: dict[str, list] = {}
@@ -116,9 +116,16 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
         points = trial_points(spec.search, suite.tune.trials, suite.tune.seed, base)
         scores: dict[int, list[float]] = {t: [] for t in range(len(points))}
         done: dict[int, int] = {t: 0 for t in range(len(points))}
+        diverged: dict[int, str] = {}
         for job in by_label[base]:
             t = int(job.label.rsplit("@t", 1)[1])
             jd = JobDir(suite_dir / job.id)
+            failure = jd.read_json(FAILED) if not jd.is_done() else None
+            if isinstance(failure, dict) and failure.get("kind") == "diverged":  # a losing trial, not a missing one
+                done[t] += 1
+                scores[t].append(math.nan)
+                diverged[t] = str(failure.get("reason", "diverged"))
+                continue
             if not jd.is_done():
                 continue
             done[t] += 1
@@ -132,7 +139,8 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
             "model": spec.name, "space": spec.search, "params": spec.params, "selected": best,
             "selected_point": points[best] if best is not None else None, "complete": complete,
             "trials": [{"trial": t, "point": points[t], "values": effective_values(suite, spec, points[t]),
-                        "scores": scores[t], "mean": (sum(scores[t]) / len(scores[t])) if scores[t] else None}
+                        "scores": scores[t], "mean": (sum(scores[t]) / len(scores[t])) if scores[t] else None,
+                        **({"diverged": diverged[t]} if t in diverged else {})}
                        for t in range(len(points))],
         }
     return selected, record

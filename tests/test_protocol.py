@@ -226,6 +226,44 @@ def test_selection_never_reads_the_test_split(write_suite, tmp_path, capsys, mon
     assert clean and clean != dirty  # the final test metrics did see the poisoned test split
 
 
+BOOM = '''
+from dataclasses import dataclass
+
+from aebench import MODELS
+from aebench.models.ae import AE
+from aebench.models.base import ModelConfig
+
+
+@dataclass
+class BoomConfig(ModelConfig):
+    boom: float = 0.0  # above 0.5 the loss is infinite: the training diverges
+
+
+@MODELS.register("boom-ae", description="an AE that diverges when boom > 0.5")
+class BoomAE(AE):
+    Config = BoomConfig
+
+    def loss(self, x):
+        terms = super().loss(x)
+        return {**terms, "loss": terms["loss"] + (float("inf") if self.config.boom > 0.5 else 0.0)}
+'''
+
+
+def test_a_diverged_trial_loses_and_the_model_is_still_selected(write_suite, tmp_path, clean_registry):
+    """A trial whose training diverges is an outcome of its point: it scores as the worst, not as missing."""
+    (tmp_path / "boom.py").write_text(BOOM)
+    suite = write_suite(suite_text(**{**TUNED, "models": "[{name: boom-ae, search: {boom: {choice: [0.9]}}}]",
+                                      "seeds": "[0]"}, plugins=f"[{tmp_path / 'boom.py'}]"))
+    assert main(["run", str(suite), "--results", str(tmp_path / "r"), "--no-progress"]) == 1  # trials failed
+    record = json.loads((tmp_path / "r" / "tiny" / "tuning.json").read_text())["models"]["boom-ae"]
+    assert record["complete"] and record["selected"] == 0
+    assert [("diverged" in t) for t in record["trials"]] == [False, True, True]
+    assert "became inf" in record["trials"][1]["diverged"]
+    finals = [p for p in (tmp_path / "r" / "tiny").glob("boom-ae-*") if (p / "done").exists()
+              and json.loads((p / "config.json").read_text()).get("trial") is None]
+    assert len(finals) == 1  # seed 0 with trial 0's point
+
+
 def test_the_report_shows_the_search_every_trial_and_the_sensitivity(tuned, tmp_path):
     from aebench.report import build_report
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aebench import faults
-from aebench.errors import AebenchError, JobFailed, ResultsLocked, ResultsUnwritable
+from aebench.errors import AebenchError, Diverged, JobFailed, ResultsLocked, ResultsUnwritable
 from aebench.job import Job
 from aebench.runner.settings import RunSettings
 from aebench.store import jobdir as files
@@ -160,7 +160,8 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0, train: bool 
             raise _unwritable(exc, jd.path) from None
         reason = _reason(exc)
         try:
-            jd.mark_failed(reason, {"traceback": traceback.format_exc(), "at": _now()})
+            jd.mark_failed(reason, {"traceback": traceback.format_exc(), "at": _now(),
+                                    **({"kind": "diverged"} if isinstance(exc, Diverged) else {})})
         except OSError:
             pass
         if run.debug:

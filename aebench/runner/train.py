@@ -20,7 +20,7 @@ import torch
 
 from aebench import faults
 from aebench.data.base import ImageSet
-from aebench.errors import JobFailed
+from aebench.errors import Diverged
 from aebench.models.base import Autoencoder, TrainSettings
 from aebench.runner.selection import Selector, make_schedulers, step_schedulers, validation_terms
 from aebench.store.atomic import atomic_torch_save
@@ -199,7 +199,7 @@ def train(
             loss = f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch}" if bad else ""
             weights = (f"parameter {param!r} became NaN or infinite{'' if bad else f' in epoch {epoch}'} "
                        "(exploding gradients)") if param is not None else ""
-            raise JobFailed(f"{' and '.join(filter(None, (loss, weights)))}; "
+            raise Diverged(f"{' and '.join(filter(None, (loss, weights)))}; "
                             "try a smaller learning rate or train.grad_clip")
         state.seconds += time.perf_counter() - t0
         if validate:
