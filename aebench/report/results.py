@@ -268,7 +268,9 @@ def describe_protocol(cfg: dict[str, Any]) -> str:
         f"{cfg.get('backbone')}{opts(cfg.get('backbone_options'))} backbone",
         f"latent {cfg.get('latent_dim')}",
         f"{cfg.get('likelihood')}{opts(cfg.get('likelihood_options'))} likelihood",
-        f"{t.get('epochs')} epochs x batch {t.get('batch_size')}, {t.get('optimizer')} lr {t.get('lr')}",
+        f"{t.get('epochs')} epochs" + (f", select {t['select']}" if t.get("select", "last") != "last" else "")
+        + (f", {t['schedule']} schedule" if t.get("schedule", "none") != "none" else "")
+        + " (optimizer, lr and batch size are each model's: a search may tune them)",
         f"samplers {', '.join(map(str, ev.get('samplers') or []))} ({ev.get('n_samples')} samples)",
         f"metrics {metrics}",
     ]
