@@ -88,7 +88,7 @@ class Suite:
 
     def trial_jobs(self) -> list[Job]:
         """Every trial of every entry with a search space, on the tuning seeds, evaluated on val."""
-        from aebench.tuning import split_point, trial_label, trial_points
+        from aebench.tuning import entry_points, split_point, trial_label
 
         jobs = []
         evaluation = self.selection_evaluation()
@@ -96,7 +96,7 @@ class Suite:
             if not self.tuned(spec):
                 continue
             base = spec.label or spec.name
-            for t, point in enumerate(trial_points(spec.search, self.tune.trials, self.tune.seed, base)):
+            for t, point in enumerate(entry_points(self, spec)):
                 params, train = split_point(point)
                 if self.tune.epochs is not None:  # a shorter search budget, equal for every model
                     train = {"epochs": self.tune.epochs, **train}

@@ -52,15 +52,36 @@ def _draw(kind: str, arg: Any, rng: random.Random) -> Any:
     return float(rng.uniform(lo, hi))
 
 
-def trial_points(space: dict[str, Any], trials: int, seed: int, label: str) -> list[dict[str, Any]]:
-    """``trials`` points of the space: trial 0 is empty (the entry's own parameters), the rest random draws
-    from a generator seeded by ``seed`` and ``label``, so a search is reproducible from its seed."""
+REDRAWS = 1000  # draws tried for a point unlike the earlier ones before a small discrete space counts as exhausted
+
+
+def trial_points(space: dict[str, Any], trials: int, seed: int, label: str,
+                 given: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Up to ``trials`` distinct points of the space: trial 0 is empty (the entry's own parameters, whose values
+    for the searched keys are ``given``), the rest random draws from a generator seeded by ``seed`` and
+    ``label``, so a search is reproducible from its seed. A draw equal to an earlier trial is drawn again
+    (training the same point twice buys nothing); a discrete space with fewer points than ``trials`` yields
+    fewer trials. Continuous spaces never repeat, so their draws are the plain sequence."""
     digest = hashlib.sha256(f"{seed}:{label}".encode()).digest()
     rng = random.Random(int.from_bytes(digest[:8], "little"))
     points: list[dict[str, Any]] = [{}]
+    seen = [dict(given)] if given is not None else []
     for _ in range(1, trials):
-        points.append({k: _draw(*next(iter(d.items())), rng) for k, d in sorted(space.items())})
+        for _attempt in range(REDRAWS):
+            point = {k: _draw(*next(iter(d.items())), rng) for k, d in sorted(space.items())}
+            if point not in seen:
+                break
+        else:
+            break
+        points.append(point)
+        seen.append(point)
     return points
+
+
+def entry_points(suite: Any, spec: Any) -> list[dict[str, Any]]:
+    """The trials of a suite entry (``trial_points`` with the entry's own values as trial 0's)."""
+    given = effective_values(suite, spec, {})
+    return trial_points(spec.search, suite.tune.trials, suite.tune.seed, spec.label or spec.name, given)
 
 
 def split_point(point: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -113,7 +134,7 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
         base = spec.label or spec.name
         if base not in by_label:
             continue
-        points = trial_points(spec.search, suite.tune.trials, suite.tune.seed, base)
+        points = entry_points(suite, spec)
         scores: dict[int, list[float]] = {t: [] for t in range(len(points))}
         done: dict[int, int] = {t: 0 for t in range(len(points))}
         diverged: dict[int, str] = {}

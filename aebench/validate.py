@@ -95,12 +95,13 @@ def _check_tuning(suite: Suite) -> None:
 
     from aebench.models.base import model_config
     from aebench.registry import METRICS, metric_direction
-    from aebench.tuning import split_point, trial_points
+    from aebench.tuning import entry_points, split_point
 
     for i, spec in enumerate(suite.models):
         if not suite.tuned(spec):
             continue
-        points = trial_points(spec.search, suite.tune.trials, suite.tune.seed, spec.label or spec.name)
+        model_config(spec.name, spec.params, f"models[{i}].params")  # trial 0's values come from these
+        points = entry_points(suite, spec)
         for t, point in enumerate(points):
             params, train = split_point(point)
             model_config(spec.name, {**spec.params, **params}, f"models[{i}].search (trial {t})")

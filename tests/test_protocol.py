@@ -162,6 +162,18 @@ def test_an_entry_sets_its_own_tuned_training_values_but_never_the_budget(write_
         load_suite(write_suite(suite_text(models="[{name: ae, train: {lr: fast}}]"), "f.yaml"))
 
 
+def test_trials_are_distinct_points_and_a_small_space_gives_fewer_trials():
+    """Training the same point twice buys nothing: a repeated draw is drawn again, and trial 0's own values
+    count as drawn; continuous draws are the plain sequence (no draw repeats)."""
+    from aebench.tuning import trial_points
+
+    pts = trial_points({"m": {"choice": [50, 100, 500]}}, 3, 0, "vamp", given={"m": 100})
+    assert pts[0] == {} and sorted(p["m"] for p in pts[1:]) == [50, 500]
+    assert trial_points({"k": {"choice": [5, 10]}}, 4, 0, "iwae", given={"k": 5}) == [{}, {"k": 10}]
+    space = {"lr": {"log_uniform": [1e-4, 1e-2]}}
+    assert trial_points(space, 5, 1, "ae", given={"lr": 1e-3}) == trial_points(space, 5, 1, "ae")
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory) -> tuple[Path, dict]:
     """One tuned run (2 entries x 3 trials, then 2 seeds each), shared by the tests that read it."""
@@ -252,7 +264,7 @@ class BoomAE(AE):
 def test_a_diverged_trial_loses_and_the_model_is_still_selected(write_suite, tmp_path, clean_registry):
     """A trial whose training diverges is an outcome of its point: it scores as the worst, not as missing."""
     (tmp_path / "boom.py").write_text(BOOM)
-    suite = write_suite(suite_text(**{**TUNED, "models": "[{name: boom-ae, search: {boom: {choice: [0.9]}}}]",
+    suite = write_suite(suite_text(**{**TUNED, "models": "[{name: boom-ae, search: {boom: {choice: [0.8, 0.9]}}}]",
                                       "seeds": "[0]"}, plugins=f"[{tmp_path / 'boom.py'}]"))
     assert main(["run", str(suite), "--results", str(tmp_path / "r"), "--no-progress"]) == 1  # trials failed
     record = json.loads((tmp_path / "r" / "tiny" / "tuning.json").read_text())["models"]["boom-ae"]
