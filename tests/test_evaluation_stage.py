@@ -155,7 +155,8 @@ def test_migrate_reads_the_previous_layout_without_retraining(tmp_path, capsys, 
         shutil.copytree(p, d / p.name)
     before = {json.loads((p / "config.json").read_text())["seed"]: json.loads((p / "metrics.json").read_text())
               ["values"] for p in old}
-    args = ["run", str(REPO / "suites" / "mnist.yaml"), "--results", str(tmp_path / "results"), "--no-progress",
+    args = ["run", str(REPO / "tests" / "fixtures" / "legacy" / "suite.yaml"), "--results", str(tmp_path / "results"),
+            "--no-progress",
             "--models", "ae", "--seeds", "0", "--data-root", str(mnist_root)]
     assert main(args) == 2
     assert "aebench migrate" in capsys.readouterr().err
