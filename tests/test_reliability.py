@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -160,13 +161,21 @@ def test_report_and_leaderboard_list_damaged_jobs_apart_and_do_not_crash(copy, t
     assert "2 damaged" in (tmp_path / "report2" / "README.md").read_text()
 
 
+def _sigint_default() -> None:
+    """Ctrl-C as a terminal delivers it. A shell that starts the tests in the background ignores SIGINT, and
+    children inherit that: these tests would pass or fail by how pytest was launched."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_after_epoch_1(suite: Path, results: Path, monkeypatch) -> None:
     """Leave the second job stopped after its first epoch's resume state (Ctrl-C, in-process)."""
     monkeypatch.setenv("AEBENCH_FAULT", "epoch_saved:3:INT")  # job 1: epochs 1, 2; job 2: epoch 1
     faults.reload()
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         assert _run(suite, results) == 130
     finally:
+        signal.signal(signal.SIGINT, before)
         monkeypatch.delenv("AEBENCH_FAULT")
         faults.reload()
 
@@ -513,7 +522,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary_and_the_rerun_goes_on(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AEBENCH_FAULT": "epoch_saved:3:INT"}
     cmd = [sys.executable, "-m", "aebench.cli", "run", str(suite), "--results", str(tmp_path / "results"),
            "--no-progress", "--device", "cpu"]
-    stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    stopped = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, preexec_fn=_sigint_default)
     assert stopped.returncode == 130, stopped.stderr
     err = stopped.stderr
     assert "Traceback" not in err
