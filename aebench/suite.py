@@ -47,6 +47,7 @@ class Suite:
     launcher: NamedSpec = field(default_factory=lambda: NamedSpec("local"))
     tune: TuneSpec = field(default_factory=TuneSpec)
     path: str | None = None
+    narrowed: bool = False  # --models kept some entries only (tuning.json then keeps the others' records)
 
     def evaluation(self, split: str | None = None, metrics: list[NamedSpec] | None = None) -> Evaluation:
         """What the suite computes on every trained job (not part of any training id)."""
@@ -355,6 +356,7 @@ def _narrow_models(suite: Suite, names: list[str]) -> None:
             matches = [m for m in suite.models if m.name == canon] or [ModelSpec(canon)]
         keep += [m for m in matches if m not in keep]
     suite.models = keep
+    suite.narrowed = True
 
 
 def validate(suite: Suite) -> None:

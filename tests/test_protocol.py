@@ -276,6 +276,18 @@ def test_a_diverged_trial_loses_and_the_model_is_still_selected(write_suite, tmp
     assert len(finals) == 1  # seed 0 with trial 0's point
 
 
+def test_a_run_narrowed_by_models_keeps_the_other_entries_tuning_records(write_suite, tmp_path):
+    suite = write_suite(suite_text(**{**TUNED, "tune": "{trials: 2, seeds: [0], metric: recon/mse, seed: 7}",
+                                      "seeds": "[0]"}))
+    results = tmp_path / "r"
+    for models in ("ae", "vae"):
+        assert main(["run", str(suite), "--results", str(results), "--no-progress", "--models", models]) == 0
+    record = json.loads((results / "tiny" / "tuning.json").read_text())["models"]
+    assert set(record) == {"ae", "vae"} and all(r["complete"] and r["selected"] is not None for r in record.values())
+    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0  # a full run: nothing new
+    assert json.loads((results / "tiny" / "tuning.json").read_text())["models"] == record
+
+
 def test_the_report_shows_the_search_every_trial_and_the_sensitivity(tuned, tmp_path):
     from aebench.report import build_report
 

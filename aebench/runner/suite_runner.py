@@ -108,6 +108,12 @@ def run_suite(suite: Suite, run: RunSettings, launcher=None, jobs: list[Job] | N
           file=out)
     outcomes = _run_jobs(suite, run, launcher, trials, out, train)
     selected, record = select_all(suite, run.suite_dir(suite.name))
+    if suite.narrowed:  # a --models run speaks for its entries only: keep the others' records
+        try:
+            earlier = json.loads((run.suite_dir(suite.name) / TUNING_JSON).read_text()).get("models") or {}
+        except (OSError, ValueError, AttributeError):
+            earlier = {}
+        record["models"] = {**{k: v for k, v in earlier.items() if k not in record["models"]}, **record["models"]}
     atomic_write_text(run.suite_dir(suite.name) / TUNING_JSON, json.dumps(record, indent=2, sort_keys=True) + "\n")
     waiting = [label for label, r in record["models"].items() if r["selected"] is None]
     if waiting:
