@@ -259,7 +259,12 @@ def cmd_strip(args: argparse.Namespace) -> int:
     d = Path(args.results_dir)
     if not d.is_dir():
         raise AebenchError(f"{d}: no such results folder")
-    checkpoints, images = strip(d, args.images)
+    keep = None
+    if args.images:  # the report's own rule: each model's first seed (per protocol when several), no trials
+        from aebench.report.results import load_results
+
+        keep = set(load_results(d).first_seed_jobs()["job_id"])
+    checkpoints, images = strip(d, keep)
     print(f"{d}: removed {checkpoints} checkpoint(s)" + (f" and {images} image(s)" if args.images else "")
           + "; the jobs stay done")
     return 0

@@ -141,13 +141,12 @@ def select_all(suite: Any, suite_dir: Any) -> tuple[dict[str, dict[str, Any]], d
         for job in by_label[base]:
             t = int(job.label.rsplit("@t", 1)[1])
             jd = JobDir(suite_dir / job.id)
-            failure = jd.read_json(FAILED) if not jd.is_done() else None
-            if isinstance(failure, dict) and failure.get("kind") == "diverged":  # a losing trial, not a missing one
-                done[t] += 1
-                scores[t].append(math.nan)
-                diverged[t] = str(failure.get("reason", "diverged"))
-                continue
             if not jd.is_done():
+                failure = jd.read_json(FAILED)
+                if isinstance(failure, dict) and failure.get("kind") == "diverged":  # a losing trial, not missing
+                    done[t] += 1
+                    scores[t].append(math.nan)
+                    diverged[t] = str(failure.get("reason", "diverged"))
                 continue
             done[t] += 1
             value = ((jd.read_json(METRICS) or {}).get("values") or {}).get(key)

@@ -34,15 +34,15 @@ def _space(space: dict[str, Any]) -> str:
 
 
 def tuning_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per trial: model, trial, its point, mean validation score, seeds scored, selected or not."""
+    """One row per trial: model, trial, its point, its mean validation score as shown, seeds scored, selected."""
     rows = []
     for label, m in record["models"].items():
         for t in m["trials"]:
             point = t["point"] or {"(the entry's parameters)": ""}
             rows.append({"model": label, "trial": t["trial"], "point": ", ".join(
-                f"{k}={_fmt(v)}" if v != "" else k for k, v in point.items()), "score": t["mean"],
-                "n": len(t["scores"]), "selected": t["trial"] == m["selected"],
-                         "diverged": t.get("diverged")})
+                f"{k}={_fmt(v)}" if v != "" else k for k, v in point.items()),
+                "score": "diverged" if t.get("diverged") else "–" if t["mean"] is None else _fmt(t["mean"]),
+                "n": len(t["scores"]), "selected": t["trial"] == m["selected"]})
     return rows
 
 
@@ -63,8 +63,7 @@ def tuning_markdown(record: dict[str, Any] | None) -> list[str]:
         out += [f"- **{esc(label)}** ({esc(m['model'])}): {esc(_space(m['space']))}; {sel}"]
     out += ["", "| model | trial | point | validation score | seeds | |", "| --- | ---: | --- | ---: | ---: | --- |"]
     for r in tuning_rows(record):
-        score = "diverged" if r["diverged"] else "–" if r["score"] is None else _fmt(r["score"])
-        out.append(f"| {esc(r['model'])} | {r['trial']} | {esc(r['point'])} | {score} | {r['n']} | "
+        out.append(f"| {esc(r['model'])} | {r['trial']} | {esc(r['point'])} | {r['score']} | {r['n']} | "
                    f"{'**selected**' if r['selected'] else ''} |")
     return out + [""]
 
@@ -83,8 +82,7 @@ def tuning_html(record: dict[str, Any] | None) -> list[str]:
     h.append("</ul><div class=\"scroll\"><table><thead><tr><th>model</th><th>trial</th><th>point</th>"
              "<th>validation score</th><th>seeds</th><th></th></tr></thead><tbody>")
     for r in tuning_rows(record):
-        score = "diverged" if r["diverged"] else "–" if r["score"] is None else _fmt(r["score"])
-        h.append(f"<tr><td>{e(r['model'])}</td><td>{r['trial']}</td><td>{e(r['point'])}</td><td>{e(score)}</td>"
+        h.append(f"<tr><td>{e(r['model'])}</td><td>{r['trial']}</td><td>{e(r['point'])}</td><td>{e(r['score'])}</td>"
                  f"<td>{r['n']}</td><td>{'<b>selected</b>' if r['selected'] else ''}</td></tr>")
     return h + ["</tbody></table></div>"]
 

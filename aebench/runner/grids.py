@@ -19,7 +19,7 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int = 10) -> Path:
         images = images.float() / 255.0
     grid = make_grid(images.detach().cpu(), nrow=nrow, padding=2, pad_value=0.5)
     array = grid.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    if array.shape[2] == 1 or (array[:, :, :1] == array).all():  # make_grid makes gray images RGB: store them as L
+    if (array[:, :, :1] == array).all():  # one channel, or make_grid's RGB copy of a gray one: store it as L
         array = array[:, :, 0]
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", optimize=True)
