@@ -56,7 +56,8 @@ def _run_settings(args: argparse.Namespace, suite):
 
     run = RunSettings(results=Path(args.results), data_root=args.data_root or suite.data.root,
                       device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
-                      download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins))
+                      download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins),
+                      stack=not getattr(args, "no_stack", False))
     resolve_device(run.device)  # refuse a missing device before anything runs
     return run
 
@@ -114,8 +115,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(dirs) > 1 and args.out:
         raise AebenchError(f"{args.results_dir} holds {len(dirs)} suites; --out needs one (results/<suite>)")
     for d in dirs:
-        files = build_report(d, args.out)
-        print(f"aebench: report written: {files.html} (self-contained) and {files.markdown}")
+        files = build_report(d, args.out, embed=args.embed)
+        how = "self-contained" if args.embed else "its images in figures/ and images/ beside it"
+        print(f"aebench: report written: {files.html} ({how}) and {files.markdown}")
     return 0
 
 
@@ -254,7 +256,7 @@ def cmd_train_extractor(args: argparse.Namespace) -> int:
 
 
 def cmd_strip(args: argparse.Namespace) -> int:
-    from aebench.store.strip import strip
+    from aebench.store.strip import describe, strip
 
     d = Path(args.results_dir)
     if not d.is_dir():
@@ -264,9 +266,7 @@ def cmd_strip(args: argparse.Namespace) -> int:
         from aebench.report.results import load_results
 
         keep = set(load_results(d).first_seed_jobs()["job_id"])
-    checkpoints, images = strip(d, keep)
-    print(f"{d}: removed {checkpoints} checkpoint(s)" + (f" and {images} image(s)" if args.images else "")
-          + "; the jobs stay done")
+    print(describe(d, strip(d, keep), args.images))
     return 0
 
 

@@ -46,6 +46,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-download", action="store_true", help="never download datasets")
+    p.add_argument("--no-stack", action="store_true",
+                   help="train every job on its own (by default jobs that differ only in their seed train as one "
+                        "stack where that is exact: local launcher)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", "write an HTML and a markdown report (tables, figures, image grids) of a results folder")
     p.add_argument("results_dir", help="results/<suite>")
     p.add_argument("--out", default=None, help="report folder (default: reports/<suite>/)")
+    p.add_argument("--embed", action="store_true",
+                   help="embed the images in index.html (one self-contained file, several times larger); by default "
+                        "it links the PNGs written beside it")
 
     p = add("leaderboard", "rank the models of a results folder by one metric (comparable runs only)")
     p.add_argument("results_dir", nargs="?", default="results",
@@ -108,10 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true",
                    help="with models: every model's card and defaults, and the samplers, as markdown (docs/models.md)")
 
-    p = add("strip", "delete the checkpoints of finished jobs, to share results without weights")
+    p = add("strip", "delete the checkpoints of finished jobs and compact their metrics, to share results")
     p.add_argument("results_dir", help="results/<suite>")
     p.add_argument("--images", action="store_true",
-                   help="also delete the image grids the report does not show: trials' and all but the first seed's")
+                   help="also delete the image grids and example images the report does not show: trials' and all "
+                        "but the first seed's")
 
     p = add("status", "list each job of a results folder as done, running, failed, damaged or pending")
     p.add_argument("results_dir", help="results/<suite>")

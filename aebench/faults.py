@@ -12,6 +12,7 @@ default, or ``INT`` for a Ctrl-C) to this process the ``n``-th time it passes ``
 - ``metrics_write`` / ``metrics_written``: just before / after ``metrics.json`` is written
 - ``done_write`` / ``done_written``: just before / after the done marker is written
 - ``results_csv``: while regenerating ``results.csv``, before the rename
+- ``metrics_swap``: ``aebench strip`` rewriting ``metrics.json``: the marker vouches for the new file, not renamed yet
 - ``write`` and ``write:<file name>``: inside any atomic write, the data written but not yet renamed
 
 Unset, ``point`` costs one global lookup and a comparison; hot loops hoist ``enabled()`` out anyway.

@@ -99,6 +99,45 @@ def test_adding_a_metric_and_changing_n_samples_retrains_nothing_and_computes_on
     assert len(board.sections) == 1 and set(board.sections[0].rows["model"]) == {"ae", "vae"}
 
 
+def test_metrics_json_holds_values_the_records_hold_details_and_example_pixels_are_png(write_suite, tmp_path):
+    """metrics.json does not repeat the records' details (per-dimension lists, example images): the store reads
+    them from the records, and the report draws its figures from there. Example pixels are a PNG."""
+    import base64
+
+    import numpy as np
+
+    from aebench.data import load
+    from aebench.metrics.pixels import unpack
+    from aebench.report import build_report
+    from aebench.store.jobdir import JobDir
+
+    results = tmp_path / "results"
+    suite = write_suite(suite_text(models="[ae]", metrics="[recon, active_units, completion]"))
+    assert main(["run", str(suite), "--results", str(results), "--no-progress"]) == 0
+    jd = JobDir(next((results / "tiny").glob("ae-*")))
+    met = json.loads((jd / "metrics.json").read_text())
+    assert "details" not in met and "completion/masked_mse_onepass" in met["values"]
+    assert (jd / "metrics.json").stat().st_size < 4000
+    details = jd.details()
+    assert len(details["active_units/variances"]) == 4 and details == {
+        **jd.details(metrics=["active_units"]), **jd.details(metrics=["completion"])}
+    ex = details["completion/examples"]
+    truth = np.stack(unpack(ex["truth"]))
+    assert "png_b64" in ex["truth"] and truth.shape == (8, 1, 12, 12)
+    assert np.array_equal(truth, load("synthetic", "test", download=False).images[:8].numpy())
+    record = next((jd / "eval").glob("completion-*.json"))
+    rec = json.loads(record.read_text())
+    assert rec["details"]["completion/examples"] == ex
+    rows = [k for k, v in ex.items() if isinstance(v, dict)]
+    assert len(rows) == 5 and all("png_b64" in ex[k] for k in rows)
+    raw = {k: {"shape": ex[k]["shape"], "uint8_b64": base64.b64encode(np.stack(unpack(ex[k])).tobytes()).decode()}
+           for k in rows}  # the previous format of the same pixels
+    before = json.dumps({**rec, "details": {"completion/examples": {**ex, **raw}}}, indent=2, sort_keys=True)
+    assert record.stat().st_size < len(before) + 1  # smaller even for these noisy 12 x 12 images
+    files = build_report(results / "tiny", tmp_path / "report")
+    assert {"completion", "active-units"} <= {f.name for f in files.report.figures}
+
+
 def test_evaluate_trains_nothing_and_says_which_jobs_are_not_trained(write_suite, tmp_path, capsys):
     results = tmp_path / "results"
     suite = write_suite(suite_text())

@@ -167,23 +167,45 @@ def test_report_table_matches_pandas(tiny_results: Path, tmp_path: Path) -> None
     assert not out.report.notes, out.report.notes
 
 
-def test_html_is_self_contained_and_decodes(tiny_results: Path, tmp_path: Path) -> None:
+def _decodes(data: bytes) -> None:
     from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        assert im.size[0] > 0
+
+
+def test_html_links_the_pngs_beside_it_and_embed_makes_it_self_contained(tiny_results: Path, tmp_path: Path) -> None:
+    """By default index.html links the PNGs the report writes beside it (figures/, images/): nothing is stored twice.
+    ``embed=True`` (``aebench report --embed``) gives the one self-contained file instead."""
+    from urllib.parse import unquote
 
     from aebench.report import build_report
 
     out = build_report(tiny_results, tmp_path / "r")
     text = out.html.read_text()
-    assert "<script" not in text.lower()
+    assert "<script" not in text.lower() and 'id="comparison-table"' in text
     srcs = re.findall(r'<img src="([^"]+)"', text)
     assert len(srcs) >= 2 + 2 * 6  # headline and curves figures, six grids per model
     for src in srcs:
+        assert not src.startswith(("data:", "/", "http")) and ".." not in src, src[:40]
+        path = out.out / unquote(src)
+        assert path.is_file() and path.resolve().is_relative_to(out.out.resolve()), src
+        _decodes(path.read_bytes())
+    assert "base64," not in text
+    pngs = sum(p.stat().st_size for p in out.out.rglob("*.png"))
+    assert out.html.stat().st_size < pngs / 4  # the page is text only: its images are the files
+
+    embedded = build_report(tiny_results, tmp_path / "e", embed=True)
+    text = embedded.html.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    assert len(srcs) >= 2 + 2 * 6
+    for src in srcs:
         assert src.startswith("data:image/png;base64,"), src[:40]
-        with Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))) as im:
-            im.load()
-            assert im.size[0] > 0
+        _decodes(base64.b64decode(src.split(",", 1)[1]))
     assert 'id="comparison-table"' in text
-    assert not re.search(r'(src|href)="(?!data:|#)', text), "the report must not link to other files"
+    assert not re.search(r'(src|href)="(?!data:|#)', text), "the embedded report must not link to other files"
+    assert embedded.html.stat().st_size > pngs  # each PNG's base64 (4/3 of it), some twice
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +315,10 @@ def test_cli_report(tiny_results: Path, tmp_path: Path, capsys) -> None:
     assert main(["report", str(tiny_results), "--out", str(tmp_path / "rep")]) == 0
     assert (tmp_path / "rep" / "index.html").is_file() and (tmp_path / "rep" / "README.md").is_file()
     assert "index.html" in capsys.readouterr().out
+    assert 'src="figures/' in (tmp_path / "rep" / "index.html").read_text()
+    assert main(["report", str(tiny_results), "--out", str(tmp_path / "one"), "--embed"]) == 0
+    assert "(self-contained)" in capsys.readouterr().out
+    assert 'src="data:image/png;base64,' in (tmp_path / "one" / "index.html").read_text()
     assert main(["report", str(tmp_path / "nothing-here")]) == 2
     assert "no such results folder" in capsys.readouterr().err
 
@@ -316,13 +342,14 @@ def test_encoder_codes_are_the_codes_metrics_figure(tmp_path: Path, monkeypatch)
     from aebench.report.results import load_results
 
     job = next(p for p in (tmp_path / "results" / "enc").iterdir() if (p / "config.json").exists())
-    items = json.loads((job / "metrics.json").read_text())["details"]["codes/items"]
+    assert "details" not in json.loads((job / "metrics.json").read_text())  # they are in the evaluation records
+    items = JobDir(job).details()["codes/items"]
     codes = mf.compute_codes(job, json.loads((job / "config.json").read_text()))
     assert len(codes) == 4 and all(len(c) == 2 for c in codes)
     assert sum(codes, []) == pytest.approx(sum(items, []), abs=1e-5)  # the checkpoint encodes as the metric did
 
     res = load_results(tmp_path / "results" / "enc")
-    res.metrics[job.name]["details"].pop("codes/items")  # details not kept: encoded from the checkpoint
+    res.details(job.name).pop("codes/items")  # details not kept: encoded from the checkpoint
     notes: list[str] = []
     assert "encoder-codes" in {f.name for f in draw_all(res, tmp_path / "figs", notes)} and not notes
 

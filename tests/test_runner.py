@@ -196,6 +196,138 @@ def test_strip_images_keeps_only_the_grids_the_report_shows(write_suite, tmp_pat
     assert "4 already done, 0 to run" in capsys.readouterr().err
 
 
+def _raw(images) -> dict:
+    """Example pixels as the previous version packed them: base64 of the raw bytes."""
+    import base64
+
+    return {"shape": list(images.shape), "uint8_b64": base64.b64encode(images.tobytes()).decode("ascii")}
+
+
+def _old_job(d, seed: int):
+    """A done job as the previous version left it: metrics.json repeating every record's details, and example
+    pixels of memorisation (training images: a copying model) and completion as raw base64 in the records."""
+    from test_report import make_job
+
+    from aebench.data import load
+
+    train = load("synthetic", "train", download=False).images.numpy()
+    idx = list(range(8 * seed, 8 * seed + 8))
+    samples = train[idx]
+    masked = samples.copy()
+    masked[:, :, 6:] = 0
+    details = {"memorisation/examples_prior": {"samples": _raw(samples), "train_index": idx, "distance": [0.0] * 8},
+               "memorisation/cells_prior": {"cells_used": 2, "z_u": [-1.5, 0.25], "test_share": [0.5, 0.5]},
+               "memorisation/setup": {"threshold": 1.0},
+               "completion/examples": {"index": list(range(8)), "truth": _raw(samples), "masked": _raw(masked),
+                                       "masked_iterated": _raw(samples), "sp": _raw(255 - samples),
+                                       "sp_onepass": _raw(samples)},
+               "completion/setup": {"steps": 20}, "non_finite": ["completion/sp_mse_input"]}
+    values = {"memorisation/copied_prior": 0.5, "memorisation/ct_prior": -1.0, "completion/masked_mse_onepass": 0.1,
+              "completion/sp_mse_input": None}
+    job = make_job(d, "ae", seed, values, details=details, metrics=[["memorisation", {}], ["completion", {}]])
+    jd = JobDir(d / job.id)
+    for r in job.evaluation.requests(job.hash):
+        own = {k: v for k, v in details.items() if k.startswith(f"{r.name}/")}
+        if r.name == "completion":
+            own["non_finite"] = ["completion/sp_mse_input"]
+        jd.write_record(r.name, r.key, {"values": {k: v for k, v in values.items() if k.startswith(f"{r.name}/")},
+                                        "details": own, "not_applicable": None, "seconds": 1.0,
+                                        "settings": r.settings, "depends": r.depends, "version": r.version})
+    return job, jd, samples
+
+
+def _files_bytes(jd) -> dict[str, bytes]:
+    return {p.relative_to(jd.path).as_posix(): p.read_bytes() for p in sorted(jd.path.rglob("*"))
+            if p.is_file() and not p.name.startswith(".")}
+
+
+def test_strip_migrates_old_details_compacts_example_pixels_and_the_report_still_shows_them(tmp_path, capsys):
+    import numpy as np
+
+    from aebench.metrics.pixels import unpack
+    from aebench.report import build_report
+    from aebench.store.jobdir import NON_FINITE
+
+    d = tmp_path / "results" / "old"
+    d.mkdir(parents=True)
+    (job0, jd0, samples0), (job1, jd1, _), (_, busy, _), (_, unfinished, _) = (_old_job(d, s) for s in range(4))
+    (unfinished / "done").unlink()  # not done: never rewritten
+    before = {jd.path.name: _files_bytes(jd) for jd in (jd0, jd1, busy, unfinished)}
+    size = {name: sum(len(b) for k, b in f.items() if k == "metrics.json" or k.startswith("eval/"))
+            for name, f in before.items()}
+    old_metrics = json.loads((jd0 / "metrics.json").read_text())
+    assert jd0.details() == old_metrics["details"]  # an old metrics.json keeps loading, details and all
+
+    holder = JobDir(busy.path)
+    holder.lock()  # a live process holds this job: strip leaves it alone
+    try:
+        assert main(["strip", str(d), "--images"]) == 0
+    finally:
+        holder.unlock()
+    out = capsys.readouterr().out
+    # seeds 0 and 1 are done; seed 2 is locked and seed 3 unfinished, so the report shows seed 0 (lowest done)
+    assert "rewrote 2 metrics.json without the records' details and 4 evaluation record(s)" in out
+    assert "skipped 1 job(s) another aebench process is running" in out and busy.path.name in out
+    assert _files_bytes(busy) == before[busy.path.name] and _files_bytes(unfinished) == before[unfinished.path.name]
+
+    for jd, job in ((jd0, job0), (jd1, job1)):
+        assert jd.is_done()  # the marker vouches for the new metrics.json
+        met, old = json.loads((jd / "metrics.json").read_text()), json.loads(before[jd.path.name]["metrics.json"])
+        assert met[NON_FINITE] == ["completion/sp_mse_input"]  # the one small summary kept beside the values
+        assert {k: v for k, v in met.items() if k != NON_FINITE} == {k: v for k, v in old.items() if k != "details"}
+        for r in job.evaluation.requests(job.hash):  # same keys: every record stays current, nothing re-evaluates
+            rec = jd.read_record(r.name, r.key)
+            assert rec is not None and rec["values"] == json.loads(before[jd.path.name][
+                jd.record_path(r.name, r.key).relative_to(jd.path).as_posix()])["values"]
+    # the shown job: the same pixels, as PNG, and its metrics and records at under half their former size
+    details = jd0.details()
+    ex = details["memorisation/examples_prior"]
+    assert "png_b64" in ex["samples"] and np.array_equal(np.stack(unpack(ex["samples"])), samples0)
+    assert ex["train_index"] == list(range(8)) and details["memorisation/setup"] == {"threshold": 1.0}
+    rows = details["completion/examples"]
+    assert np.array_equal(np.stack(unpack(rows["sp"])), 255 - samples0)
+    assert details[NON_FINITE] == ["completion/sp_mse_input"]
+    after = sum(len(b) for k, b in _files_bytes(jd0).items() if k == "metrics.json" or k.startswith("eval/"))
+    assert after < 0.5 * size[jd0.path.name], (after, size[jd0.path.name])
+    # the job the report does not show: no example pixels (indices kept), no grids
+    ex1 = jd1.details()
+    assert "samples" not in ex1["memorisation/examples_prior"] and ex1["memorisation/examples_prior"]["train_index"]
+    assert set(ex1["completion/examples"]) == {"index"} and not list(jd1.path.glob("*.png"))
+
+    # the report still shows the examples, read from the records
+    files = build_report(d, tmp_path / "report")
+    assert {"memorisation", "completion"} <= {f.name for f in files.report.figures}
+    assert "figures/memorisation.png" in files.markdown.read_text() and not files.report.notes
+
+    # again, once the job is free: that job alone is rewritten, the others are as they were
+    now = _files_bytes(jd0)
+    assert main(["strip", str(d), "--images"]) == 0
+    out = capsys.readouterr().out
+    assert "rewrote 1 metrics.json without the records' details and 2 evaluation record(s)" in out
+    assert "skipped" not in out and _files_bytes(jd0) == now and busy.is_done()
+    assert main(["strip", str(d), "--images"]) == 0
+    assert "rewrote" not in capsys.readouterr().out
+
+
+def test_a_strip_killed_while_swapping_metrics_json_is_completed_by_the_next(tmp_path, capsys):
+    import os
+    import subprocess
+    import sys
+
+    d = tmp_path / "results" / "old"
+    d.mkdir(parents=True)
+    _, jd, _ = _old_job(d, 0)
+    env = {**os.environ, "AEBENCH_FAULT": "metrics_swap:1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "aebench.cli", "strip", str(d)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not jd.is_done() and "details" in json.loads((jd / "metrics.json").read_text())  # the marker went first
+    assert main(["strip", str(d)]) == 0
+    assert "completed 1 rewrite(s) an interrupted strip left" in capsys.readouterr().out
+    assert jd.is_done() and "details" not in json.loads((jd / "metrics.json").read_text())
+    assert not (jd / ".metrics.json.swap").exists()
+
+
 def test_bf16_autocast_option_trains_and_is_part_of_the_job_hash(tiny_suite, tmp_path):
     """The GPU's mixed-precision path, exercised on the CPU (autocast supports bf16 there too)."""
     from aebench.suite import load_suite
@@ -224,9 +356,12 @@ def test_encoder_task_records_each_patterns_code(write_suite, tmp_path):
     """))
     results = tmp_path / "results"
     assert _run(str(suite), "--results", str(results)) == 0
-    metrics = json.loads(next((results / "enc").glob("ae-*/metrics.json")).read_text())
-    codes = metrics["details"]["codes/items"]
-    assert metrics["details"]["codes/labels"] == list(range(8))
+    job = next((results / "enc").glob("ae-*"))
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert "details" not in metrics  # the records hold them, read through the store
+    details = JobDir(job).details()
+    codes = details["codes/items"]
+    assert details["codes/labels"] == list(range(8))
     assert len(codes) == 8 and all(len(c) == 3 and all(0 <= v <= 1 for v in c) for c in codes)
     # 300 full-batch Adam steps separate the 8 patterns: every pattern gets its own code
     assert len({tuple(round(v, 1) for v in c) for c in codes}) == 8

@@ -13,12 +13,19 @@ class LocalLauncher(Launcher):
     def launch(self, jobs, run):
         from tqdm.auto import tqdm
 
-        from aebench.runner.job import run_job
+        from aebench.runner.job import log, run_job, trained_here
+        from aebench.runner.stacked import plan_stacks, train_stack
 
-        outcomes = []
+        outcomes, stacked = [], set()
+        stacks = {job.id: group for group in (plan_stacks(jobs, run) if run.stack else []) for job in group}
         bar = tqdm(jobs, desc="jobs", unit="job", disable=not run.progress or len(jobs) < 2, dynamic_ncols=True)
         for job in bar:
-            outcome = run_job(job, run, progress_position=1 if not bar.disable else 0)
+            group = stacks.pop(job.id, None)
+            if group is not None:  # the first of its group: train them all, then each is evaluated in turn
+                for other in group:
+                    stacks.pop(other.id, None)
+                stacked.update(train_stack(group, run, log, position=1 if not bar.disable else 0))
+            outcome = trained_here(run_job(job, run, progress_position=1 if not bar.disable else 0), stacked)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 bar.write(f"FAILED {job.label} {job.dataset} seed {job.seed}: {outcome.reason}")

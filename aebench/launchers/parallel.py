@@ -19,7 +19,7 @@ from typing import Any
 from aebench.errors import AebenchError, ResultsUnwritable, SuiteError
 from aebench.launchers.base import Launcher
 from aebench.launchers.worker import portable, prepare_process, run_config
-from aebench.runner.job import Outcome
+from aebench.runner.job import Outcome, trained_here
 from aebench.runner.settings import RunSettings
 
 
@@ -44,15 +44,25 @@ def _worker_main(slot: int, gpu: str | None, run: RunSettings, threads: int, tas
                 continue
             if item is None:
                 return
-            index, config = item
-            try:
-                outcome = run_config(config, run)
-            except AebenchError as e:  # a full or read-only results folder: the parent stops the suite
-                results.put(("fatal", slot, index, e.__class__.__name__, str(e)))
-                return
-            results.put(("done", slot, index, outcome))
+            indices, configs = item
+            stacked = _train_stack(configs, run) if len(configs) > 1 else []  # a stack group: train them together
+            for index, config in zip(indices, configs, strict=True):
+                try:
+                    outcome = trained_here(run_config(config, run), stacked)
+                except AebenchError as e:  # a full or read-only results folder: the parent stops the suite
+                    results.put(("fatal", slot, index, e.__class__.__name__, str(e)))
+                    return
+                results.put(("done", slot, index, outcome))
     except KeyboardInterrupt:  # ^C reaches the whole process group; the parent reports it
         return
+
+
+def _train_stack(configs: list[dict[str, Any]], run: RunSettings) -> list[str]:
+    from aebench.job import Job
+    from aebench.runner.job import log
+    from aebench.runner.stacked import train_stack
+
+    return train_stack([Job.from_config(c) for c in configs], run, log)
 
 
 def _record_failure(job_dir: Path, reason: str) -> None:
@@ -72,7 +82,7 @@ class _Worker:
     process: Any
     tasks: Any
     gpu: str | None
-    job: int | None = None  # index of the job it is running
+    task: tuple[int, ...] = ()  # indices of the jobs it holds (several: a stack group)
 
 
 class ParallelLauncher(Launcher):
@@ -111,6 +121,23 @@ class ParallelLauncher(Launcher):
         return workers, [gpus[i % len(gpus)] if gpus else None for i in range(workers)], threads
 
     # -- running ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _tasks(jobs: list, run: RunSettings) -> list[tuple[tuple[int, ...], list[dict[str, Any]]]]:
+        """One task per job, except a stack group (``runner.stacked``), which one worker takes whole."""
+        from aebench.runner.stacked import plan_stacks
+
+        groups = plan_stacks(jobs, run) if run.stack else []
+        first = {g[0].id: g for g in groups}
+        grouped = {j.id for g in groups for j in g}
+        index = {job.id: i for i, job in enumerate(jobs)}
+        tasks = []
+        for i, job in enumerate(jobs):
+            if job.id in first:
+                tasks.append((tuple(index[j.id] for j in first[job.id]), [j.payload() for j in first[job.id]]))
+            elif job.id not in grouped:
+                tasks.append(((i,), [job.payload()]))
+        return tasks
+
     def launch(self, jobs, run):
         from tqdm.auto import tqdm
 
@@ -123,7 +150,7 @@ class ParallelLauncher(Launcher):
             wrun = replace(wrun, device="cuda")  # each worker sees only its own GPU
         ctx = mp.get_context("spawn")
         results = ctx.Queue()
-        todo = deque((i, job.payload()) for i, job in enumerate(jobs))
+        todo = deque(self._tasks(jobs, run))
         outcomes: dict[int, Outcome] = {}
         workers: dict[int, _Worker] = {}
 
@@ -137,10 +164,10 @@ class ParallelLauncher(Launcher):
         def feed(slot: int) -> None:
             w = workers[slot]
             if todo:
-                w.job, config = todo.popleft()
-                w.tasks.put((w.job, config))
+                w.task, configs = todo.popleft()
+                w.tasks.put((w.task, configs))
             else:
-                w.job = None
+                w.task = ()
                 w.tasks.put(None)
 
         bar = tqdm(total=len(jobs), desc=f"jobs ({n_workers} workers)", unit="job",
@@ -156,14 +183,15 @@ class ParallelLauncher(Launcher):
             if msg[0] == "done":
                 _, slot, index, outcome = msg
                 record(index, outcome)
-                feed(slot)
+                if all(i in outcomes for i in workers[slot].task):
+                    feed(slot)
             elif msg[0] == "fatal":
                 _, slot, index, kind, message = msg
                 raise (ResultsUnwritable if kind == "ResultsUnwritable" else AebenchError)(message)
             elif msg[0] == "setup-failed":  # the same for every worker: fail what is left and stop
                 _, slot, reason = msg
-                held, workers[slot].job = workers[slot].job, None
-                lost = [i for i in [held, *(i for i, _ in todo)] if i is not None and i not in outcomes]
+                held, workers[slot].task = workers[slot].task, ()
+                lost = [i for i in [*held, *(i for t, _ in todo for i in t)] if i not in outcomes]
                 todo.clear()
                 for i in lost:
                     record(i, Outcome(jobs[i].id, jobs[i].label, "failed", reason))
@@ -182,17 +210,18 @@ class ParallelLauncher(Launcher):
                     if w.process.is_alive() or w.process.exitcode is None:
                         continue
                     self._drain(results, handle)  # its last message may still be in flight
-                    if w.job is not None and w.job not in outcomes:
-                        job = jobs[w.job]
-                        reason = f"worker process died (exit code {w.process.exitcode})"
-                        _record_failure(wrun.suite_dir(job.suite) / job.id, reason)
-                        record(w.job, Outcome(job.id, job.label, "failed", reason))
+                    for i in w.task:
+                        if i not in outcomes:
+                            job = jobs[i]
+                            reason = f"worker process died (exit code {w.process.exitcode})"
+                            _record_failure(wrun.suite_dir(job.suite) / job.id, reason)
+                            record(i, Outcome(job.id, job.label, "failed", reason))
                     del workers[slot]
                     if todo:
                         start(slot)
                         feed(slot)
                 if not workers and len(outcomes) < len(jobs):  # cannot happen unless a setup failure raced
-                    for i, _ in list(todo):
+                    for i in [i for t, _ in todo for i in t]:
                         record(i, Outcome(jobs[i].id, jobs[i].label, "failed", "no worker left"))
                     todo.clear()
         finally:

@@ -13,8 +13,9 @@ x <- m * y + (1 - m) * g(f(x)) from x = y, clamping the known pixels (m = 1) to 
 images (images in [0, 1]): ``completion/masked_mse_onepass``, ``masked_mse_iterated``, ``sp_mse_onepass``,
 ``sp_mse_iterated`` (lower is better), and, as the baseline, the corrupted input's own error
 ``masked_mse_input`` and ``sp_mse_input`` (an identity model scores exactly these). The details keep the
-first few test images (``examples``: uint8 C x H x W lists of the truth, each corruption, the masked half
-completed by iteration and the salt and pepper one-pass completion, the headline pair) for the report's figure.
+first few test images (``examples``: uint8 pixels, ``aebench.metrics.pixels``, of the truth, each corruption, the
+masked half completed by iteration and the salt and pepper one-pass completion, the headline pair) for the report's
+figure.
 """
 
 from __future__ import annotations

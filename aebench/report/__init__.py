@@ -1,7 +1,7 @@
 """Reports and leaderboards built from a results folder (``results/<suite>/``).
 
 Importing this package is cheap; pandas, seaborn and torch load only inside the functions that need them.
-``build_report`` writes ``index.html`` (self-contained) and ``README.md`` with PNG figures beside it: the
+``build_report`` writes ``index.html`` and ``README.md`` with the PNG figures they link beside them: the
 comparison table, the ranking with ranks within noise over seeds, the lecture's claims checked per seed
 (``claims``), and the figures each metric registers (meta ``figures=``). ``build_leaderboard`` ranks
 same-protocol runs by one metric. All of them read one aggregation over seeds (``aggregate``).

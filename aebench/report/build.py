@@ -172,8 +172,10 @@ class ReportFiles:
     report: Report
 
 
-def build_report(suite_dir: str | Path, out: str | Path | None = None, quiet: bool = False) -> ReportFiles:
-    """Write ``<out>/index.html`` (self-contained) and ``<out>/README.md`` with its PNGs beside it.
+def build_report(suite_dir: str | Path, out: str | Path | None = None, quiet: bool = False,
+                 embed: bool = False) -> ReportFiles:
+    """Write ``<out>/index.html`` and ``<out>/README.md`` with the PNGs they show beside them (``figures/``,
+    ``images/``), which both link; ``embed``: the HTML holds its images itself (one self-contained file).
 
     ``out`` defaults to ``reports/<suite>``. Failed and damaged jobs are listed, never fatal.
     """
@@ -194,7 +196,7 @@ def build_report(suite_dir: str | Path, out: str | Path | None = None, quiet: bo
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(g.source, dest)
         write_markdown(report, staging / "README.md")
-        write_html(report, staging / "index.html")
+        write_html(report, staging / "index.html", embed)
         (staging / MARKER).write_text("written by `aebench report`; the whole folder is replaced on the next run\n")
         _swap_in(staging, out)
     except BaseException:

@@ -1,10 +1,16 @@
-"""index.html of a report: one self-contained file (PNG figures base64-embedded), no script, every
-user-supplied string escaped with ``html.escape``."""
+"""index.html of a report: no script, every user-supplied string escaped with ``html.escape``.
+
+Its images are the PNGs the report writes beside it (``figures/``, ``images/``), linked by relative path, so the
+folder is the report and nothing is stored twice; ``embed=True`` puts them in the page as base64 instead, one
+self-contained file (a third larger than the PNGs, and a second copy of them).
+"""
 
 from __future__ import annotations
 
 import base64
 import html
+import os
+import urllib.parse
 from pathlib import Path
 
 from aebench.report.markdown_report import LEGEND
@@ -34,6 +40,13 @@ def e(text: object) -> str:
 
 def data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def image_src(path: Path, folder: Path, embed: bool) -> str:
+    """An ``<img src>`` for ``path``: relative to the page's ``folder`` (URL-quoted), or embedded as a data URI."""
+    if embed:
+        return data_uri(path)
+    return urllib.parse.quote(Path(os.path.relpath(path, folder)).as_posix())
 
 
 def table_html(t: Table, table_id: str) -> str:
@@ -124,7 +137,8 @@ def claims_html(checked) -> list[str]:
     return h
 
 
-def render_html(report) -> str:
+def render_html(report, folder: Path, embed: bool = False) -> str:
+    """The page, to be written into ``folder``: images linked relative to it, or embedded (``embed``)."""
     p = report.provenance
     h = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
          '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -148,7 +162,8 @@ def render_html(report) -> str:
     if report.figures:
         h.append('<h2 id="figures">Figures</h2>')
         for f in report.figures:
-            h.append(f'<figure id="fig-{e(f.name)}"><h3>{e(f.title)}</h3><img src="{data_uri(f.path)}" '
+            src = image_src(f.path, folder, embed)
+            h.append(f'<figure id="fig-{e(f.name)}"><h3>{e(f.title)}</h3><img src="{e(src)}" '
                      f'alt="{e(f.title)}"><figcaption>{e(f.caption)}</figcaption></figure>')
     if report.grids:
         h.append('<h2 id="grids">Samples and reconstructions</h2>')
@@ -158,7 +173,7 @@ def render_html(report) -> str:
                 h.append("<p><em>No images.</em></p>")
                 continue
             h.append('<div class="grids">' + "".join(
-                f'<figure><img src="{data_uri(g.source)}" alt="{e(mg.label)}: {e(g.title)}">'
+                f'<figure><img src="{e(_grid_src(g, folder, embed))}" alt="{e(mg.label)}: {e(g.title)}">'
                 f"<figcaption><b>{e(g.title)}</b>: {e(g.caption)}</figcaption></figure>" for g in mg.grids) + "</div>")
     h.append('<h2 id="provenance">Provenance</h2><ul>')
     h.append(f"<li>suite: {e(p.suite)} (results folder <code>{e(p.folder)}/</code>)</li>")
@@ -192,5 +207,10 @@ def render_html(report) -> str:
     return "\n".join(h) + "\n"
 
 
-def write_html(report, path: Path) -> Path:
-    return atomic_write_text(path, render_html(report))
+def _grid_src(grid, folder: Path, embed: bool) -> str:
+    """A grid is copied to ``grid.rel`` in the report folder: link that copy, or embed the job's PNG."""
+    return data_uri(grid.source) if embed else urllib.parse.quote(grid.rel)
+
+
+def write_html(report, path: Path, embed: bool = False) -> Path:
+    return atomic_write_text(path, render_html(report, Path(path).parent, embed))

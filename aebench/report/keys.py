@@ -1,6 +1,6 @@
 """How the report reads a metric's registration: its columns, figures, ranking keys and table section.
 
-Metrics write ``"<metric>/<key>"`` values to ``metrics.json`` (and lists to its ``details``). Nothing here
+Metrics write ``"<metric>/<key>"`` values to ``metrics.json`` (and lists to their records' ``details``). Nothing here
 names a metric or a dataset: each metric says in its registry meta what the report shows of it
 
 - ``headline``: key patterns shown first (headline bars, leaderboard context columns);

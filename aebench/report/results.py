@@ -1,4 +1,5 @@
-"""Read a results folder into pandas: one row per job, the done jobs' metrics, details, curves, provenance.
+"""Read a results folder into pandas: one row per job, the done jobs' metrics, curves, provenance (and details,
+read from the evaluation records when a figure asks).
 
 The job folders are the truth (``aebench.store.table.collect`` reads them and verifies each ``done`` marker);
 damaged, failed, running and pending jobs are kept as rows with their reason and never raise here.
@@ -38,6 +39,7 @@ class Results:
     suite_text: str | None = None  # the suite file snapshot (suite.yaml)
     notes: list[str] = field(default_factory=list)  # what a figure could not draw, for the report's Notes
     _groups: list[Group] | None = field(default=None, repr=False)
+    _details: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)  # job_id -> details, once read
 
     def aggregate(self) -> list[Group]:
         """Every metric key of the done jobs over seeds, per dataset, label and protocol (computed once)."""
@@ -108,8 +110,11 @@ class Results:
         return {str(k): str(v) for k, v in na.items()} if isinstance(na, dict) else {}
 
     def details(self, job_id: str) -> dict[str, Any]:
-        d = (self.metrics.get(job_id) or {}).get("details") or {}
-        return d if isinstance(d, dict) else {}
+        """A done job's details, read once from its evaluation records (``JobDir.details``)."""
+        if job_id not in self._details:
+            met = self.metrics.get(job_id)
+            self._details[job_id] = JobDir(self.job_path(job_id)).details(met) if isinstance(met, dict) else {}
+        return self._details[job_id]
 
     def job_path(self, job_id: str) -> Path:
         return self.suite_dir / job_id

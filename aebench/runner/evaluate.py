@@ -3,7 +3,8 @@
 Each metric's result is a record in ``eval/<metric>-<key>.json``, keyed by the training id, the metric's
 settings and what it depends on (``aebench.job``). A record whose key is unchanged is reused as it is, so
 adding a metric computes that metric alone and changing ``eval.n_samples`` recomputes only the metrics that
-use samples. ``metrics.json`` is then assembled from the records the suite asks for.
+use samples. ``metrics.json`` is then assembled from the records the suite asks for: their values, not their
+details (per-dimension lists, example images), which only the records hold.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def evaluate_job(job: Job, jd: JobDir, run: RunSettings, requests: list[MetricRe
     if ctx is not None:
         _write_images(ctx, jd)
     eval_seconds = time.perf_counter() - t0
-    result = merge(records)
+    result = files.without_details(merge(records))
     result["not_applicable"].update({f"sampler/{k}": v for k, v in samplers_rec["values"]["skipped"].items()})
     train_seconds = float(prov.get("train_seconds", prov.get("wall_seconds", 0.0)) or 0.0)
     if "params" in prov:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from aebench import faults
@@ -30,6 +30,11 @@ class Outcome:
     reason: str = ""
     seconds: float = 0.0
     computed: list[str] = field(default_factory=list)  # the metrics computed (not reused from records)
+
+
+def trained_here(outcome: Outcome, stacked) -> Outcome:
+    """A job the stack trained and ``run_job`` then evaluated is, for the run, done (trained and evaluated)."""
+    return replace(outcome, status="done") if outcome.status == "evaluated" and outcome.job_id in stacked else outcome
 
 
 def _now() -> str:
@@ -145,7 +150,7 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0, train: bool 
             jd.reset()
             jd.write_json(files.CONFIG, job.config())
             faults.point("job_start")
-            model = _train(job, jd, run, progress_position)
+            model = train_job(job, jd, run, progress_position)
         (jd / files.FAILED).unlink(missing_ok=True)
         faults.point("eval_start")
         computed = evaluate_job(job, jd, run, requests, model)
@@ -208,63 +213,100 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {first}"[:500]
 
 
-def _train(job: Job, jd: JobDir, run: RunSettings, position: int):
+def train_job(job: Job, jd: JobDir, run: RunSettings, position: int = 0):
     """The training stage: train (resuming), save the weights, curve and provenance, mark trained.
     Returns the trained model (the evaluation stage uses it without reloading)."""
-    import torch
     from tqdm.auto import tqdm
 
-    from aebench.models.base import TrainSettings, build_model
-    from aebench.runner.grids import save_grid
     from aebench.runner.settings import prepare_device
-    from aebench.runner.train import Selection, seed_everything, train
-    from aebench.store.atomic import atomic_torch_save
+    from aebench.runner.train import seed_everything, train
 
     device = prepare_device(run.device)
     started = _now()
     train_set = load_split(job, "train", run, device)
     val_set = load_split(job, "val", run, device) if job.val else None
     seed_everything(job.seed)
-    model = build_model(job.model, train_set.shape, job.latent_dim, job.params, job.backbone,
-                        job.backbone_options, job.likelihood, job.likelihood_options).to(device)
+    model = build_job_model(job, train_set.shape, device)
     tcfg = job.train
-    settings = TrainSettings(tcfg.optimizer, tcfg.lr, tcfg.weight_decay, tcfg.grad_clip)
     steps = -(-len(train_set) // tcfg.batch_size) * tcfg.epochs
-    fixed_z = torch.randn(GRID_N, job.latent_dim, generator=torch.Generator().manual_seed(job.seed)).to(device)
-    every = tcfg.checkpoint_every
-
-    def on_epoch(epoch: int, state) -> None:
-        if epoch % every == 0 or epoch == tcfg.epochs:  # as often as the resume state, no more
-            _write_curve(jd, state.curve)
-        if epoch in (1, tcfg.epochs):
-            model.eval()
-            with torch.no_grad():
-                save_grid(model.generate(fixed_z), jd / f"samples-epoch-{'first' if epoch == 1 else 'last'}.png")
-        if bar is not None:
-            bar.set_postfix(epoch=f"{epoch}/{tcfg.epochs}", loss=f"{state.curve[-1]['loss']:.4g}")
-
     bar = tqdm(total=steps, desc=job.label[:28], position=position, leave=False, unit="step",
                disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
     try:
-        state = train(model, train_set, settings, tcfg.epochs, tcfg.batch_size, job.seed, device,
-                      resume_path=jd / files.RESUME, checkpoint_every=every,
-                      on_epoch=on_epoch,
+        state = train(model, train_set, train_settings(job), tcfg.epochs, tcfg.batch_size, job.seed, device,
+                      resume_path=jd / files.RESUME, checkpoint_every=tcfg.checkpoint_every,
+                      on_epoch=epoch_writer(job, jd, model, None if bar.disable else bar),
                       progress=None if bar.disable else bar.update,
                       log=lambda message: log(f"{job.label} ({job.id}): {message}"),
-                      precision=tcfg.precision, compile=tcfg.compile, val=val_set,
-                      selection=Selection(tcfg.select, tcfg.patience, tcfg.schedule, tcfg.lr_factor, tcfg.lr_patience,
-                                          tcfg.min_lr))
+                      precision=tcfg.precision, compile=tcfg.compile, val=val_set, selection=selection_of(job))
     finally:
         bar.close()
+    finish_training(job, jd, model, state, device, started, val_set is not None)
+    return model
+
+
+def build_job_model(job: Job, image_shape, device):
+    """The job's model, initialised from the global generator (seeded by the caller)."""
+    from aebench.models.base import build_model
+
+    return build_model(job.model, image_shape, job.latent_dim, job.params, job.backbone, job.backbone_options,
+                       job.likelihood, job.likelihood_options).to(device)
+
+
+def train_settings(job: Job):
+    from aebench.models.base import TrainSettings
+
+    t = job.train
+    return TrainSettings(t.optimizer, t.lr, t.weight_decay, t.grad_clip)
+
+
+def selection_of(job: Job):
+    from aebench.runner.train import Selection
+
+    t = job.train
+    return Selection(t.select, t.patience, t.schedule, t.lr_factor, t.lr_patience, t.min_lr)
+
+
+def epoch_writer(job: Job, jd: JobDir, model, bar=None):
+    """What a job writes after an epoch: its curve (as often as the resume state) and, after the first and
+    the last epoch, a grid of samples from fixed codes."""
+    import torch
+
+    from aebench.runner.grids import save_grid
+
+    tcfg = job.train
+    fixed_z = torch.randn(GRID_N, job.latent_dim, generator=torch.Generator().manual_seed(job.seed))
+
+    def on_epoch(epoch: int, state) -> None:
+        if epoch % tcfg.checkpoint_every == 0 or epoch == tcfg.epochs:
+            _write_curve(jd, state.curve)
+        if epoch in (1, tcfg.epochs):
+            device = next(iter(model.parameters()), fixed_z).device
+            model.eval()
+            with torch.no_grad():
+                save_grid(model.generate(fixed_z.to(device)),
+                          jd / f"samples-epoch-{'first' if epoch == 1 else 'last'}.png")
+            model.train()
+        if bar is not None:
+            bar.set_postfix(epoch=f"{epoch}/{tcfg.epochs}", loss=f"{state.curve[-1]['loss']:.4g}")
+
+    return on_epoch
+
+
+def finish_training(job: Job, jd: JobDir, model, state, device, started: str, validated: bool,
+                    extra: dict | None = None) -> None:
+    """Save the trained weights and their provenance, then mark the job trained."""
+    from aebench.store.atomic import atomic_torch_save
+
     faults.point("train_done")
     atomic_torch_save(model.state_dict(), jd / files.CHECKPOINT)
+    best = job.train.select == "best" and validated
     jd.write_json(files.PROVENANCE, {
         "versions": versions(), "git_commit": git_commit(), "device": device_name(device),
         "seed": job.seed, "started": started, "finished": _now(), "train_seconds": state.seconds,
         "python": platform.python_version(), "host": platform.node(), "epochs": state.epoch,
         "params": sum(p.numel() for p in model.parameters()), "origin": "trained by aebench",
-        "selected_epoch": state.selector.best_epoch if tcfg.select == "best" and val_set is not None else state.epoch,
-        "best_val_loss": state.selector.best if val_set is not None else None, "stopped_early": state.stopped_early,
+        "selected_epoch": state.selector.best_epoch if best else state.epoch,
+        "best_val_loss": state.selector.best if validated else None, "stopped_early": state.stopped_early,
+        **(extra or {}),
     })
     jd.mark_trained()
-    return model

@@ -15,6 +15,7 @@ class RunSettings:
     download: bool = True
     debug: bool = False
     plugins: tuple[str, ...] = ()  # re-imported by worker processes and Slurm jobs
+    stack: bool = True  # train jobs that differ only in their seed as one stack, where that is exact
 
     def suite_dir(self, suite: str) -> Path:
         return Path(self.results) / suite

@@ -134,6 +134,44 @@ def _non_finite_parameter(model: Autoencoder) -> str | None:
     return None
 
 
+def check_finite(row: dict[str, float], model: Autoencoder, epoch: int) -> None:
+    """Raise ``Diverged`` when an epoch's mean loss term or a parameter is NaN or infinite."""
+    bad = [k for k, v in row.items() if not math.isfinite(v)]
+    param = _non_finite_parameter(model)
+    if bad or param is not None:
+        loss = f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch}" if bad else ""
+        weights = (f"parameter {param!r} became NaN or infinite{'' if bad else f' in epoch {epoch}'} "
+                   "(exploding gradients)") if param is not None else ""
+        raise Diverged(f"{' and '.join(filter(None, (loss, weights)))}; "
+                       "try a smaller learning rate or train.grad_clip")
+
+
+def close_epoch(model: Autoencoder, optimizers: list, state: TrainState, row: dict[str, float], epoch: int,
+                epochs: int, val: ImageSet | None, batch_size: int, seed: int, device: torch.device,
+                on_epoch: Callable[[int, TrainState], None] | None, resume_path: Path | None,
+                checkpoint_every: int) -> None:
+    """After an epoch's steps: validate and select, step the schedules, record the curve row, save the resume
+    state. Shared by the one-job loop and the stack (which calls it per member, with the member's generators)."""
+    fault = faults.point if faults.enabled() else None
+    if val is not None:
+        row.update(validation_terms(model, val, batch_size, seed, epoch, device))
+        state.selector.update(epoch, row["val_loss"], model)
+        state.stopped_early = state.selector.stop and epoch < epochs
+    step_schedulers(state.schedulers, row.get("val_loss", row.get("loss")))
+    if state.schedulers:
+        row["lr"] = float(optimizers[0].param_groups[0]["lr"])
+    state.epoch = epoch
+    state.curve.append({"epoch": epoch, "seconds": state.seconds, **row})
+    if on_epoch is not None:
+        on_epoch(epoch, state)
+    if fault is not None:
+        fault("epoch_end")
+    if resume_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs or state.stopped_early):
+        save_resume(resume_path, model, optimizers, state)
+        if fault is not None:
+            fault("epoch_saved")
+
+
 def train(
     model: Autoencoder,
     data: ImageSet,
@@ -193,32 +231,10 @@ def train(
             if fault is not None:
                 fault("train_step")
         row = {k: float(v) / steps for k, v in sums.items()}
-        bad = [k for k, v in row.items() if not math.isfinite(v)]
-        param = _non_finite_parameter(model)
-        if bad or param is not None:
-            loss = f"loss term {bad[0]!r} became {row[bad[0]]} in epoch {epoch}" if bad else ""
-            weights = (f"parameter {param!r} became NaN or infinite{'' if bad else f' in epoch {epoch}'} "
-                       "(exploding gradients)") if param is not None else ""
-            raise Diverged(f"{' and '.join(filter(None, (loss, weights)))}; "
-                            "try a smaller learning rate or train.grad_clip")
+        check_finite(row, model, epoch)
         state.seconds += time.perf_counter() - t0
-        if validate:
-            row.update(validation_terms(model, val, batch_size, seed, epoch, device))
-            state.selector.update(epoch, row["val_loss"], model)
-            state.stopped_early = state.selector.stop and epoch < epochs
-        step_schedulers(state.schedulers, row.get("val_loss", row.get("loss")))
-        if state.schedulers:
-            row["lr"] = float(optimizers[0].param_groups[0]["lr"])
-        state.epoch = epoch
-        state.curve.append({"epoch": epoch, "seconds": state.seconds, **row})
-        if on_epoch is not None:
-            on_epoch(epoch, state)
-        if fault is not None:
-            fault("epoch_end")
-        if resume_path is not None and (epoch % checkpoint_every == 0 or epoch == epochs or state.stopped_early):
-            save_resume(resume_path, model, optimizers, state)
-            if fault is not None:
-                fault("epoch_saved")
+        close_epoch(model, optimizers, state, row, epoch, epochs, val if validate else None, batch_size, seed,
+                    device, on_epoch, resume_path, checkpoint_every)
     if sel.select == "best" and validate:
         state.selector.restore(model)
     return state

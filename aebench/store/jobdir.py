@@ -7,12 +7,14 @@ so a rerun redoes it: nothing half-written is ever read as a result.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,19 @@ LOCK = ".lock"
 TRAINING_FILES = (CONFIG, PROVENANCE, CURVE, CHECKPOINT)  # the trained marker checks these
 VOUCHED = (*TRAINING_FILES, METRICS)  # the done marker checks these
 PARSED = (CONFIG, METRICS, PROVENANCE)  # and these must also parse as JSON objects
+METRICS_SWAP = ".metrics.json.swap"  # a rewritten metrics.json on its way in (``rewrite_metrics``)
+NON_FINITE = "non_finite"  # the metric keys whose value was NaN or infinite (recorded as null)
+
+
+def without_details(metrics_json: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json``'s content without the records' details (``JobDir.details`` reads them from the records);
+    only the list of non-finite keys, a few names, stays beside the values."""
+    out = {k: v for k, v in metrics_json.items() if k != "details"}
+    details = metrics_json.get("details")
+    non_finite = details.get(NON_FINITE) if isinstance(details, dict) else None
+    if non_finite and NON_FINITE not in out:
+        out[NON_FINITE] = list(non_finite)
+    return out
 
 
 def sha256_file(path: Path) -> str:
@@ -115,6 +130,39 @@ class JobDir:
     def write_record(self, metric: str, key: str, record: dict[str, Any]) -> Path:
         (self.path / EVAL_DIR).mkdir(exist_ok=True)
         return self.write_json(f"{EVAL_DIR}/{metric}-{key[:16]}.json", {**record, "metric": metric, "key": key})
+
+    def details(self, metrics_json: dict[str, Any] | None = None,
+                metrics: Iterable[str] | None = None) -> dict[str, Any]:
+        """The details (``"<metric>/<key>"`` -> lists, settings, example images) of what ``metrics.json`` holds.
+
+        The one reader of details: they live in the evaluation records ``metrics.json`` names (its
+        ``evaluation.keys``); ``metrics.json`` keeps values only. A ``metrics.json`` written before that, which
+        still carries a ``details`` mapping, is read as it is. ``metrics_json``: that file's content if the caller
+        has it already; ``metrics``: only these metrics' details (default: all). Missing or stale records give
+        nothing (never an error): details feed figures, not values.
+        """
+        met = self.read_json(METRICS) if metrics_json is None else metrics_json
+        if not isinstance(met, dict):
+            return {}
+        wanted = None if metrics is None else set(metrics)
+        if isinstance(met.get("details"), dict):  # the previous metrics.json: details merged in
+            return {k: v for k, v in met["details"].items()
+                    if wanted is None or k.split("/", 1)[0] in wanted}
+        keys = (met.get("evaluation") or {}).get("keys")
+        out: dict[str, Any] = {}
+        for name, key in (keys.items() if isinstance(keys, dict) else ()):
+            if wanted is not None and name not in wanted:
+                continue
+            rec = self.read_record(name, key) if isinstance(key, str) else None
+            det = (rec or {}).get("details")
+            if rec is None or rec.get("not_applicable") or not isinstance(det, dict):
+                continue
+            for k, v in det.items():
+                if k == NON_FINITE:
+                    out.setdefault(NON_FINITE, []).extend(v if isinstance(v, list) else [v])
+                else:
+                    out[k] = v
+        return out
 
     def evaluated_keys(self) -> dict[str, str] | None:
         """metric -> evaluation key of what ``metrics.json`` holds (None for a folder without that record)."""
@@ -213,8 +261,7 @@ class JobDir:
         """
         if not (self.path / CHECKPOINT).exists() or not self.is_done():
             return False
-        self.lock()
-        try:
+        with self.held():
             for name in (TRAINED, DONE):
                 if not (self.path / name).exists():
                     continue
@@ -223,8 +270,37 @@ class JobDir:
                 marker["stripped"] = sorted({*marker.get("stripped", []), CHECKPOINT})
                 atomic_write_text(self.path / name, json.dumps(marker, indent=2, sort_keys=True) + "\n")
             (self.path / CHECKPOINT).unlink()
-        finally:
-            self.unlock()
+        return True
+
+    def rewrite_metrics(self, metrics_json: dict[str, Any]) -> None:
+        """Replace a done job's ``metrics.json`` by ``metrics_json``, the same results stored differently
+        (``aebench strip``), and keep the job done. The caller holds the lock.
+
+        The new content is written beside it (``METRICS_SWAP``), the done marker rewritten to vouch for it, then
+        it is renamed into place; a process killed in between leaves what ``finish_rewrite`` completes.
+        """
+        swap = self.path / METRICS_SWAP
+        atomic_write_json(swap, metrics_json)
+        marker = json.loads((self.path / DONE).read_text())
+        marker["sha256"][METRICS] = sha256_file(swap)
+        atomic_write_text(self.path / DONE, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+        faults.point("metrics_swap")
+        os.replace(swap, self.path / METRICS)
+
+    def finish_rewrite(self) -> bool:
+        """Complete a ``rewrite_metrics`` a killed process left: the swap file goes into place if the done marker
+        vouches for it, else away. The caller holds the lock. Returns whether a swap file was found."""
+        swap = self.path / METRICS_SWAP
+        if not swap.exists():
+            return False
+        try:
+            vouched = json.loads((self.path / DONE).read_text())["sha256"][METRICS]
+        except (OSError, ValueError, KeyError, TypeError):
+            vouched = None
+        if vouched == sha256_file(swap):
+            os.replace(swap, self.path / METRICS)
+        else:
+            swap.unlink()
         return True
 
     # -- locking --------------------------------------------------------------------------------------
@@ -252,6 +328,19 @@ class JobDir:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
         remove_stale_temps(self.path)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold this job's lock for the block (``ResultsLocked`` if another process has it); a lock this object
+        holds already is kept, and not released at the end."""
+        if self._lock_fd is not None:
+            yield
+            return
+        self.lock()
+        try:
+            yield
+        finally:
+            self.unlock()
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

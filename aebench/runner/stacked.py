@@ -1,0 +1,197 @@
+"""Stacked training: the jobs of a suite that differ only in their seed train together in one process.
+
+Their weights are stacked on a leading member dimension (``torch.func.stack_module_state``), one vmapped
+step computes every member's loss on its own batch, and one optimiser step updates the stack. It is exact:
+each member sees its own seed's batch order and, through ``stack_tape``, the random draws its separate job
+would make, so its weights, curve and metrics equal a separately trained job's within float rounding
+(vmapped products sum in another order). Each member keeps its own job folder, resume state (in the
+separate job's format, so either kind of run resumes the other), validation, best-epoch selection and
+early stopping; a member that diverges or stops early leaves the stack and the others go on.
+
+Stacked only where that is exact: the model's step is the base class's single-optimiser step, every random
+draw of its loss can be replayed (the probe says so), the schedule is none or cosine (a plateau schedule
+gives each member its own learning rate), fp32 and not compiled. Anything else trains one job at a time.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from aebench.errors import Diverged, ResultsLocked
+from aebench.job import Job, digest
+from aebench.runner.settings import RunSettings
+from aebench.runner.stack_tape import NotStackable
+from aebench.store import jobdir as files
+from aebench.store.jobdir import JobDir
+
+
+def stack_key(job: Job) -> str | None:
+    """Jobs with equal keys can train in one stack; None for a job that must train alone."""
+    from aebench.models.base import Autoencoder
+    from aebench.registry import MODELS
+
+    t = job.train
+    if job.origin or job.evaluated_only or t.precision != "fp32" or t.compile or t.schedule == "plateau":
+        return None
+    try:
+        cls = MODELS.get(job.model)
+    except Exception:  # noqa: BLE001 - an unknown model fails in its own job, with its own message
+        return None
+    if not isinstance(cls, type) or cls.train_step is not Autoencoder.train_step \
+            or cls.configure_optimizers is not Autoencoder.configure_optimizers:
+        return None
+    identity = job.identity()
+    identity.pop("seed", None)
+    return digest(identity)
+
+
+def plan_stacks(jobs: list[Job], run: RunSettings) -> list[list[Job]]:
+    """Groups of two or more untrained jobs that differ only in their seed, in the order the jobs come."""
+    groups: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        key = stack_key(job)
+        jd = JobDir(run.suite_dir(job.suite) / job.id)
+        if key is not None and not (jd.path.exists() and jd.is_trained()):
+            groups[key].append(job)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+@dataclass
+class _Member:
+    job: Job
+    jd: JobDir
+    model: Any
+    optimizers: list
+    state: Any  # TrainState
+    rng: dict[str, torch.Tensor]
+    on_epoch: Callable[[int, Any], None]
+    started: str
+
+
+class _LossCall(torch.nn.Module):
+    """``functional_call`` calls a module's forward: this forward is the model's loss."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.loss(x)
+
+
+def train_stack(jobs: list[Job], run: RunSettings, log: Callable[[str], None], position: int = 0) -> list[str]:
+    """Train ``jobs`` (one stack group) together; returns the ids of the jobs it trained or failed.
+
+    The others (locked by another process, or the whole group when the model turns out not to be stackable)
+    are left untouched for the ordinary one-job-at-a-time path.
+    """
+    held: list[JobDir] = []
+    mine: list[Job] = []
+    for job in jobs:
+        jd = JobDir(run.suite_dir(job.suite) / job.id)
+        try:
+            jd.lock()
+        except ResultsLocked:
+            continue
+        if jd.is_trained():
+            jd.unlock()
+            continue
+        held.append(jd)
+        mine.append(job)
+    try:
+        if len(mine) < 2:
+            return []
+        try:
+            return _train_locked(mine, held, run, log, position)
+        except NotStackable as e:
+            log(f"{mine[0].label}: seeds {', '.join(str(j.seed) for j in mine)} train one at a time ({e})")
+            return []
+        except (KeyboardInterrupt, SystemExit, OSError):
+            raise
+        except Exception as e:  # noqa: BLE001 - the jobs resume one at a time from their last saved epoch
+            log(f"{mine[0].label}: the stack failed ({e.__class__.__name__}: {str(e)[:200]}); the unfinished "
+                "seeds go on one at a time")
+            return []
+    finally:
+        for jd in held:
+            jd.unlock()
+
+
+def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Callable[[str], None],
+                  position: int) -> list[str]:
+    from tqdm.auto import tqdm
+
+    from aebench.runner.job import (
+        _now,
+        build_job_model,
+        epoch_writer,
+        finish_training,
+        load_split,
+        selection_of,
+        train_settings,
+    )
+    from aebench.runner.selection import Selector, make_schedulers
+    from aebench.runner.settings import prepare_device
+    from aebench.runner.stack_tape import get_rng
+    from aebench.runner.train import TrainState, load_resume, seed_everything
+
+    device = prepare_device(run.device)
+    first = jobs[0]
+    train_set = load_split(first, "train", run, device)
+    val_set = load_split(first, "val", run, device) if first.val else None
+    settings, sel, tcfg = train_settings(first), selection_of(first), first.train
+    members = []
+    for job, jd in zip(jobs, dirs, strict=True):
+        seed_everything(job.seed)
+        model = build_job_model(job, train_set.shape, device)
+        optimizers = model.configure_optimizers(settings)
+        selector = Selector(keep_weights=sel.select == "best", patience=sel.patience)
+        schedulers = make_schedulers(optimizers, sel.schedule, tcfg.epochs, sel.lr_factor, sel.lr_patience,
+                                     sel.min_lr)
+        state = load_resume(jd / files.RESUME, model, optimizers, device,
+                            lambda m, job=job: log(f"{job.label} ({job.id}): {m}"), selector, schedulers)
+        state = state or TrainState(selector=selector, schedulers=schedulers)
+        members.append(_Member(job, jd, model, optimizers, state, get_rng(), epoch_writer(job, jd, model), _now()))
+    if len({m.state.epoch for m in members}) > 1 or any(m.state.stopped_early for m in members):
+        raise NotStackable("their resume states are at different epochs")
+    if members[0].state.epoch >= tcfg.epochs:
+        raise NotStackable("their training is over; each job only saves its weights")
+    from aebench.runner.stack_loop import Stack
+
+    stack = Stack(members, settings, device)
+    stack.probe(train_set, tcfg.batch_size)  # raises NotStackable before anything is written
+    for m in members:
+        m.jd.reset()
+        m.jd.write_json(files.CONFIG, m.job.config())
+    log(f"{first.label}: training seeds {', '.join(str(m.job.seed) for m in members)} as one stack")
+    finished = []
+    steps = -(-len(train_set) // tcfg.batch_size) * (tcfg.epochs - members[0].state.epoch)
+    bar = tqdm(total=steps, desc=f"{first.label[:20]} x{len(members)}", position=position, leave=False,
+               unit="step", disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
+    try:
+        for m, outcome in stack.run(train_set, val_set, tcfg.epochs, tcfg.batch_size, sel,
+                                    None if bar.disable else bar.update):
+            if isinstance(outcome, Diverged):
+                _fail(m, outcome)
+            else:  # written as soon as it leaves the stack: a member that stopped early waits for no one
+                finish_training(m.job, m.jd, m.model, m.state, device, m.started, val_set is not None,
+                                {"stacked_with": [o.job.id for o in members if o is not m]})
+            finished.append(m.job.id)
+    finally:
+        bar.close()
+    return finished
+
+
+def _fail(m: _Member, exc: Diverged) -> None:
+    import traceback
+
+    from aebench.runner.job import _now
+
+    m.jd.mark_failed(str(exc), {"traceback": "".join(traceback.format_exception(exc)), "at": _now(),
+                                "kind": "diverged", "stacked": True})
+
