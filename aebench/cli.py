@@ -57,7 +57,7 @@ def _run_settings(args: argparse.Namespace, suite):
     run = RunSettings(results=Path(args.results), data_root=args.data_root or suite.data.root,
                       device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
                       download=not args.no_download, debug=args.debug, plugins=tuple(args.plugins),
-                      stack=not getattr(args, "no_stack", False))
+                      stack="off" if getattr(args, "no_stack", False) else getattr(args, "stack", "auto"))
     resolve_device(run.device)  # refuse a missing device before anything runs
     return run
 

@@ -46,9 +46,10 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-download", action="store_true", help="never download datasets")
-    p.add_argument("--no-stack", action="store_true",
-                   help="train every job on its own (by default jobs that differ only in their seed train as one "
-                        "stack where that is exact: local launcher)")
+    p.add_argument("--stack", choices=["auto", "on", "off"], default="auto",
+                   help="train the jobs that differ only in their seed as one stack where that is exact (auto: on a "
+                        "GPU only; local and local-parallel launchers)")
+    p.add_argument("--no-stack", action="store_true", help="the same as --stack off")
 
 
 def build_parser() -> argparse.ArgumentParser:

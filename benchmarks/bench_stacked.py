@@ -26,6 +26,51 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def step_times(model: str, seeds: int, batch: int = 128, repeats: int = 30) -> dict[str, float]:
+    """Milliseconds per optimisation step: one stacked step of ``seeds`` members against ``seeds`` separate steps
+    (suites/mnist.yaml's MLP 784-512-256-32, Bernoulli), interleaved, without data loading or validation."""
+    import torch
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from aebench.models.base import TrainSettings, build_model, make_optimizer
+    from aebench.runner.stacked import _LossCall
+
+    models = []
+    for s in range(seeds):
+        torch.manual_seed(s)
+        models.append(build_model(model, (1, 28, 28), 32, {}, "mlp", {"hidden": [512, 256]}, "bernoulli", {}))
+    x = torch.rand(seeds, batch, 1, 28, 28).round()
+    base = _LossCall(models[0])
+    params, buffers = stack_module_state([_LossCall(m) for m in models])
+    stacked_opt = make_optimizer(list(params.values()), TrainSettings())
+    opts = [make_optimizer(m.parameters(), TrainSettings()) for m in models]
+
+    def stacked() -> None:
+        out = vmap(lambda p, b, xb: functional_call(base, (p, b), (xb,)), randomness="same")(params, buffers, x)
+        stacked_opt.zero_grad()
+        out["loss"].sum().backward()
+        stacked_opt.step()
+
+    def separate() -> None:
+        for m, o, xb in zip(models, opts, x, strict=True):
+            loss = m.loss(xb)["loss"]
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+    best = {"stacked": float("inf"), "separate": float("inf")}
+    for _ in range(2):
+        for name, fn in (("stacked", stacked), ("separate", separate)):
+            for _ in range(3):
+                fn()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / repeats * 1000)
+    return {"stacked_ms": best["stacked"], "separate_ms": best["separate"],
+            "ratio": best["stacked"] / best["separate"]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--suite", default=str(ROOT / "suites" / "mnist.yaml"))
@@ -71,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         rounds.append({"one": one, "stack": stacked, "ratio": stacked / one})
         print(f"round {r + 1}: one seed {one:.1f} s, {args.seeds} seeds stacked {stacked:.1f} s, "
               f"ratio {stacked / one:.2f}")
+    steps = step_times(args.model, args.seeds) if device.type == "cpu" else None
+    if steps:
+        print(f"per step: {args.seeds} seeds stacked {steps['stacked_ms']:.1f} ms, as {args.seeds} separate steps "
+              f"{steps['separate_ms']:.1f} ms (ratio {steps['ratio']:.2f})")
     ratios = sorted(x["ratio"] for x in rounds)
     name = "cpu" if device.type == "cpu" else device.type
     out = {
@@ -81,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/bench_stacked.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "model": args.model, "epochs": args.epochs, "seeds": args.seeds, "rounds": rounds,
         "median_ratio": ratios[len(ratios) // 2], "goal": "stack of 3 seeds <= 1.5 x one seed",
+        "step": steps,
     }
     path = Path(args.out or HERE / "results" / f"stacked-{name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

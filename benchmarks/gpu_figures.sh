@@ -12,3 +12,5 @@ for f in .gpu/mnist/*.gz; do gunzip -c "$f" > "/tmp/data/MNIST/raw/$(basename "$
 export AEBENCH_DATA=/tmp/data AEBENCH_CACHE=/tmp/aebench-cache
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 benchmarks/gpu_figures.py --out "${OUT:-/tmp/out}" --suite-timeout "${SUITE_TIMEOUT:-360}"
+# stacked training on the GPU: three seeds of the MLP VAE in one stack against one seed (issue 16)
+python3 benchmarks/bench_stacked.py --device cuda --rounds 2 --out "${OUT:-/tmp/out}/stacked-gpu.json"

@@ -55,7 +55,7 @@ def _jobs(write_suite, model: str, params: dict | None = None, **train):
 
 
 def _separate(jobs, results):
-    run = RunSettings(results=results, progress=False, stack=False)
+    run = RunSettings(results=results, progress=False, stack="off")
     for job in jobs:
         jd = JobDir(run.suite_dir(job.suite) / job.id)
         jd.path.mkdir(parents=True, exist_ok=True)
@@ -98,11 +98,11 @@ def test_every_stackable_model_trains_in_a_stack_exactly_as_alone(name, write_su
         assert prov["stacked_with"] == [j.id for j in jobs if j is not job]
 
 
-def test_the_run_command_stacks_seeds_by_default_and_the_metrics_equal_separate_runs(write_suite, tmp_path, capsys):
+def test_the_run_command_stacks_seeds_and_the_metrics_equal_separate_runs(write_suite, tmp_path, capsys):
     suite = write_suite(suite_text(models="[vae, dropout-ae]", seeds="[0, 1, 2]", data="{val: 32}",
                                    train="{epochs: 2, batch_size: 64, select: best, schedule: cosine, grad_clip: 0.5}",
                                    metrics="[recon, nll, active_units]"))
-    assert main(["run", str(suite), "--results", str(tmp_path / "a"), "--no-progress"]) == 0
+    assert main(["run", str(suite), "--results", str(tmp_path / "a"), "--no-progress", "--stack", "on"]) == 0
     err = capsys.readouterr().err
     assert "vae: training seeds 0, 1, 2 as one stack" in err
     assert "dropout-ae: seeds 0, 1, 2 train one at a time" in err
@@ -120,11 +120,12 @@ def test_the_run_command_stacks_seeds_by_default_and_the_metrics_equal_separate_
 def test_plan_groups_only_untrained_jobs_that_differ_in_their_seed(write_suite, tmp_path):
     suite = write_suite(suite_text(models="[ae, vae, {name: beta-vae, params: {beta: 2}}]", seeds="[0, 1]",
                                    data="{val: 32}", train="{epochs: 1, batch_size: 64, schedule: plateau}"))
-    run = RunSettings(results=tmp_path, progress=False)
+    run = RunSettings(results=tmp_path, progress=False, stack="on")
     jobs = load_suite(suite).jobs()
     assert plan_stacks(jobs, run) == []  # a plateau schedule gives each member its own learning rate
     jobs = load_suite(suite, overrides=["train.schedule=cosine"]).jobs()
     groups = plan_stacks(jobs, run)
+    assert plan_stacks(jobs, RunSettings(results=tmp_path, device="cpu")) == []  # auto: on a GPU only
     assert [[j.model for j in g] for g in groups] == [["ae", "ae"], ["vae", "vae"], ["beta-vae", "beta-vae"]]
     assert all({j.seed for j in g} == {0, 1} for g in groups)
     assert stack_key(jobs[0]) != stack_key(load_suite(suite, overrides=["train.schedule=cosine",
@@ -218,7 +219,7 @@ def test_a_stack_resumes_separate_jobs_and_separate_jobs_resume_a_stack(write_su
 def test_local_parallel_hands_a_stack_group_to_one_worker(write_suite, tmp_path):
     suite = write_suite(suite_text(models="[vae, ae]", seeds="[0, 1]", train="{epochs: 1, batch_size: 64}",
                                    launcher="{name: local-parallel, workers: 2, threads: 1}"))
-    assert main(["run", str(suite), "--results", str(tmp_path / "par"), "--no-progress"]) == 0
+    assert main(["run", str(suite), "--results", str(tmp_path / "par"), "--no-progress", "--stack", "on"]) == 0
     local = write_suite(suite_text(models="[vae, ae]", seeds="[0, 1]", train="{epochs: 1, batch_size: 64}"),
                         name="local.yaml")
     assert main(["run", str(local), "--results", str(tmp_path / "one"), "--no-progress", "--no-stack"]) == 0

@@ -17,7 +17,7 @@ class LocalLauncher(Launcher):
         from aebench.runner.stacked import plan_stacks, train_stack
 
         outcomes, stacked = [], set()
-        stacks = {job.id: group for group in (plan_stacks(jobs, run) if run.stack else []) for job in group}
+        stacks = {job.id: group for group in plan_stacks(jobs, run) for job in group}
         bar = tqdm(jobs, desc="jobs", unit="job", disable=not run.progress or len(jobs) < 2, dynamic_ncols=True)
         for job in bar:
             group = stacks.pop(job.id, None)

@@ -126,7 +126,7 @@ class ParallelLauncher(Launcher):
         """One task per job, except a stack group (``runner.stacked``), which one worker takes whole."""
         from aebench.runner.stacked import plan_stacks
 
-        groups = plan_stacks(jobs, run) if run.stack else []
+        groups = plan_stacks(jobs, run)
         first = {g[0].id: g for g in groups}
         grouped = {j.id for g in groups for j in g}
         index = {job.id: i for i, job in enumerate(jobs)}

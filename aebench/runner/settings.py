@@ -15,7 +15,9 @@ class RunSettings:
     download: bool = True
     debug: bool = False
     plugins: tuple[str, ...] = ()  # re-imported by worker processes and Slurm jobs
-    stack: bool = True  # train jobs that differ only in their seed as one stack, where that is exact
+    # train the jobs that differ only in their seed as one stack where that is exact: on, off, or auto (on a GPU,
+    # which a single small model leaves idle; off on a CPU, where a stack costs what its members cost one by one)
+    stack: str = "auto"
 
     def suite_dir(self, suite: str) -> Path:
         return Path(self.results) / suite

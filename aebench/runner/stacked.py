@@ -50,8 +50,24 @@ def stack_key(job: Job) -> str | None:
     return digest(identity)
 
 
+def stacking(run: RunSettings) -> bool:
+    """``run.stack``: on, off, or auto (on where the jobs run on a GPU)."""
+    if run.stack not in ("auto", "on", "off"):
+        from aebench.errors import AebenchError
+
+        raise AebenchError(f"--stack {run.stack!r}: expected auto, on or off")
+    if run.stack == "auto":
+        from aebench.runner.settings import resolve_device
+
+        return resolve_device(run.device).type == "cuda"
+    return run.stack == "on"
+
+
 def plan_stacks(jobs: list[Job], run: RunSettings) -> list[list[Job]]:
-    """Groups of two or more untrained jobs that differ only in their seed, in the order the jobs come."""
+    """Groups of two or more untrained jobs that differ only in their seed, in the order the jobs come (none
+    where ``run.stack`` says not to stack)."""
+    if not stacking(run):
+        return []
     groups: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         key = stack_key(job)
