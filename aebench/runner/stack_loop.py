@@ -160,7 +160,9 @@ class Stack:
             perms = torch.stack([epoch_permutation(n, m.job.seed, epoch, self.device) for m in self.members])
             sums: dict[str, torch.Tensor] = {}
             for i in range(steps):
-                x = data.images[perms[:, i * batch_size:(i + 1) * batch_size]].float().div_(255.0)
+                idx = perms[:, i * batch_size:(i + 1) * batch_size]
+                x = torch.div(data.images.index_select(0, idx.flatten()), 255.0)
+                x = x.view(*idx.shape, *data.images.shape[1:])
                 for k, v in self._step(x).items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 if progress is not None:

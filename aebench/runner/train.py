@@ -221,7 +221,7 @@ def train(
         sums: dict[str, torch.Tensor] = {}
         for i in range(steps):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = images[idx].float().div_(255.0)
+            x = torch.div(images.index_select(0, idx), 255.0)  # one pass: gather, then uint8 -> float / 255
             with autocast():
                 terms = step(x, optimizers, settings.grad_clip)
             for k, v in terms.items():
