@@ -348,3 +348,24 @@ def test_key_directions():
     assert key_direction("sharpness/ratio_prior") == "max" and key_direction("sharpness/data") is None
     assert key_direction("probe/accuracy") == "max" and key_direction("probe/chance") is None
     assert key_direction("nll/nats") == "min" and key_direction("unknown/x") is None
+
+
+def test_metrics_run_with_blas_on_half_the_torch_threads():
+    """numpy's BLAS pool is capped while a metric runs (on a busy machine it stalls beside torch's threads),
+    and restored after."""
+    from threadpoolctl import threadpool_info
+
+    from aebench.metrics.base import blas_threads
+
+    def blas() -> list[int]:
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        with blas_threads():
+            assert blas() and set(blas()) == {2}
+    finally:
+        torch.set_num_threads(threads)
+    assert blas() == before
