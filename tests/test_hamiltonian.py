@@ -307,3 +307,121 @@ def test_rhvae_sampler_draws_from_the_volume_element():
     z = sampler.sample(2000, torch.Generator().manual_seed(0)).double()
     assert float(z.mean()) == pytest.approx(0.5, abs=0.07)  # standard errors: 0.018 (mean), 3% (variance)
     assert float(z.var()) == pytest.approx(0.64, rel=0.12)
+
+
+def naive_inverse_metric(z: torch.Tensor, centroids: torch.Tensor, factors: torch.Tensor, temperature: float,
+                         lam: float) -> torch.Tensor:
+    """G^-1(z) = sum_i M_i exp(-|z - c_i|^2 / T^2) + lambda I, term by term from the definition, (B, d, d)."""
+    w = torch.exp(-(z[:, None, :] - centroids[None]).pow(2).sum(-1) / temperature**2)  # (B, N)
+    return (w[:, :, None, None] * factors[None]).sum(1) + lam * torch.eye(z.shape[1], dtype=z.dtype)
+
+
+def test_metric_terms_and_their_gradients_match_autograd_of_the_naive_formulas():
+    """What the generalised leapfrog backpropagates through in training (factors and centroids with gradients),
+    against autograd of autograd of the definition; the in-place path outside autograd gives the same values."""
+    g = torch.Generator().manual_seed(7)
+    low = torch.randn(6, 3, 3, generator=g, dtype=D64).tril().requires_grad_(True)
+    centroids = torch.randn(6, 3, generator=g, dtype=D64).requires_grad_(True)
+    z = torch.randn(4, 3, generator=g, dtype=D64).requires_grad_(True)
+    rho, u, v = (torch.randn(4, 3, generator=g, dtype=D64) for _ in range(3))
+    eye = torch.eye(3, dtype=D64)
+
+    def terms(closed_form: bool) -> list[torch.Tensor]:
+        factors = low @ low.transpose(1, 2) + 0.5 * eye
+        if closed_form:
+            geo = Metric(centroids, factors, 1.3, 0.1).at(z)
+            return [geo.logdet_g, geo.quad(rho), geo.grad_logdet_g, geo.grad_quad(rho)]
+        ginv = naive_inverse_metric(z, centroids, factors, 1.3, 0.1)
+        logdet = -torch.linalg.slogdet(ginv).logabsdet
+        quad = torch.einsum("bi,bij,bj->b", rho, ginv, rho)
+        (grad_logdet,) = torch.autograd.grad(logdet.sum(), z, create_graph=True)
+        (grad_quad,) = torch.autograd.grad(quad.sum(), z, create_graph=True)
+        return [logdet, quad, grad_logdet, grad_quad]
+
+    fast, naive = terms(True), terms(False)
+    for a, b in zip(fast, naive):
+        assert torch.allclose(a, b, atol=1e-10)
+    objective = lambda t: t[0].sum() + t[1].sum() + (t[2] * u).sum() + (t[3] * v).sum()  # noqa: E731
+    grads_fast = torch.autograd.grad(objective(fast), [low, centroids, z])
+    grads_naive = torch.autograd.grad(objective(naive), [low, centroids, z])
+    for a, b in zip(grads_fast, grads_naive):
+        assert torch.allclose(a, b, atol=1e-9)
+    with torch.no_grad():  # the evaluation path: kernel matrix and products built in place
+        geo = Metric(centroids.detach(), (low @ low.transpose(1, 2) + 0.5 * eye).detach(), 1.3, 0.1).at(z.detach())
+        for a, b in zip([geo.logdet_g, geo.quad(rho), geo.grad_logdet_g, geo.grad_quad(rho)], naive):
+            assert torch.allclose(a, b.detach(), atol=1e-10)
+
+
+def reference_rhvae_chains(centroids: torch.Tensor, factors: torch.Tensor, temperature: float, lam: float, n: int,
+                           steps: int, n_lf: int, eps: float, beta_zero: float, generator: torch.Generator
+                           ) -> tuple[torch.Tensor, float]:
+    """pythae's hmc_sampling written out from the paper, one chain at a time: U(z) = -log sqrt(det G^-1(z)) by
+    slogdet of the term-by-term G^-1 and dU/dz by autograd; Caterini et al.'s tempering per trajectory. The
+    draws come from ``generator`` in the sampler's order (start indices, then per step momenta and uniforms).
+    Returns the chains' last states and the acceptance rate."""
+    def potential(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = z.detach().requires_grad_(True)
+        with torch.enable_grad():
+            u = -0.5 * torch.linalg.slogdet(naive_inverse_metric(z[None], centroids, factors, temperature,
+                                                                lam)[0]).logabsdet
+            (grad,) = torch.autograd.grad(u, z)
+        return u.detach(), grad
+
+    def sqrt_beta(k: int) -> float:
+        return 1.0 / ((1.0 - 1.0 / math.sqrt(beta_zero)) * (k / n_lf) ** 2 + 1.0 / math.sqrt(beta_zero))
+
+    start = torch.randint(len(centroids), (n,), generator=generator)
+    chains = [centroids[i].clone() for i in start]
+    accepted = 0
+    for _ in range(steps):
+        rhos = torch.randn(n, centroids.shape[1], generator=generator, dtype=centroids.dtype) / math.sqrt(beta_zero)
+        uniforms = torch.rand(n, generator=generator, dtype=centroids.dtype)
+        for b in range(n):
+            z, rho = chains[b], rhos[b]
+            u0, grad = potential(z)
+            h0 = u0 + 0.5 * rho.pow(2).sum()
+            for k in range(n_lf):
+                rho = rho - 0.5 * eps * grad
+                z = z + eps * rho
+                u, grad = potential(z)
+                rho = (rho - 0.5 * eps * grad) * (sqrt_beta(k) / sqrt_beta(k + 1))
+            h = u + 0.5 * rho.pow(2).sum()
+            if bool(torch.isfinite(h)) and float(uniforms[b].log()) < float(h0 - h):
+                chains[b], accepted = z, accepted + 1
+    return torch.stack(chains), accepted / (n * steps)
+
+
+@pytest.mark.parametrize("beta_zero", [1.0, 0.5])
+def test_rhvae_sampler_matches_a_reference_hmc_on_the_volume_element(beta_zero: float):
+    """The vectorised sampler (closed-form gradients, the gradient reused between MCMC steps, batches) against
+    a one-chain-at-a-time reference with autograd gradients, on the same draws, in float64."""
+    torch.manual_seed(0)
+    model = build_model("rhvae", (1, 4, 4), 2, {"metric_points": 12, "metric_hidden": [8], "temperature": 0.8},
+                        "mlp", {"hidden": [8]}).double()
+    g = torch.Generator().manual_seed(5)
+    low = torch.randn(12, 2, 2, generator=g, dtype=D64).tril()
+    model.remember(1.5 * torch.randn(12, 2, generator=g, dtype=D64),
+                   low @ low.transpose(1, 2) + 0.1 * torch.eye(2, dtype=D64))
+    centroids, factors = model.metric_centroids, model.metric_factors
+    sampler = RHVAESampler(mcmc_steps_nbr=6, n_lf=4, eps_lf=1.2, beta_zero=beta_zero, batch_size=7)
+    out = sampler.fit(torch.zeros(5, 2), model).sample(17, torch.Generator().manual_seed(3))  # batches 7, 7, 3
+    gen = torch.Generator().manual_seed(3)
+    refs, rates = [], []
+    for size in (7, 7, 3):
+        ref, rate = reference_rhvae_chains(centroids, factors, 0.8, model.config.regularization, size, 6, 4, 1.2,
+                                           beta_zero, gen)
+        refs.append(ref)
+        rates.append(rate)
+    ref = torch.cat(refs)
+    assert 0.2 < sum(rates) / 3 < 0.8  # both branches of the Metropolis step are exercised
+    assert (ref - centroids[:, None]).abs().sum(-1).min(0).values.max() > 1.0  # the chains left the centroids
+    assert out.dtype == torch.float32
+    assert torch.allclose(out.double(), ref, rtol=1e-6, atol=1e-6)
+
+
+def test_rhvae_sampler_defaults_are_pythaes():
+    sampler = RHVAESampler()
+    assert (sampler.mcmc_steps_nbr, sampler.n_lf, sampler.eps_lf, sampler.beta_zero) == (100, 15, 0.03, 1.0)
+    config = pytest.importorskip("pythae.samplers").RHVAESamplerConfig()
+    assert (sampler.mcmc_steps_nbr, sampler.n_lf, sampler.eps_lf, sampler.beta_zero) == (
+        config.mcmc_steps_nbr, config.n_lf, config.eps_lf, config.beta_zero)

@@ -40,11 +40,13 @@ def tempering_schedule(sqrt_beta_zero: torch.Tensor | float, n_steps: int) -> li
 
 
 def leapfrog(z: torch.Tensor, rho: torch.Tensor, potential: Potential, eps: torch.Tensor | float, n_steps: int,
-             sqrt_betas: Sequence[torch.Tensor | float] | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+             sqrt_betas: Sequence[torch.Tensor | float] | None = None,
+             start: tuple[torch.Tensor, Any] | None = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """``n_steps`` leapfrog steps of dz/dt = rho, drho/dt = -dU/dz (unit mass), the momentum multiplied by
     sqrt(beta_{k-1} / beta_k) after step k when ``sqrt_betas`` is given. The gradient at the end of a step is
-    reused at the start of the next (n_steps + 1 evaluations). Returns z, rho and the last call's extra."""
-    grad, extra = potential(z)
+    reused at the start of the next (n_steps + 1 evaluations; n_steps when the caller passes ``start``, the
+    potential's value at z it already has). Returns z, rho and the last call's extra."""
+    grad, extra = potential(z) if start is None else start
     for k in range(n_steps):
         rho = rho - 0.5 * eps * grad
         z = z + eps * rho

@@ -23,7 +23,9 @@ from aebench.models.samplers import Sampler
 class RHVAESampler(Sampler):
     """HMC on sqrt(det G^-1(z)) of a trained RHVAE (defaults: pythae's 100 MCMC steps of 15 leapfrogs, 0.03).
 
-    Cost: mcmc_steps_nbr * (n_lf + 1) metric gradients, each O(n N d^2) for n samples and N kept centroids.
+    Cost: mcmc_steps_nbr * n_lf + 1 metric gradients (a chain's gradient is carried from one MCMC step to the
+    next), each two products of n x N x d(d+1)/2 multiply-adds for n chains and N kept centroids; with these
+    defaults, N = 10,000 and d = 16 that is about 4e12 per 1,000 samples: minutes on one CPU thread.
     """
 
     def __init__(self, mcmc_steps_nbr: int = 100, n_lf: int = 15, eps_lf: float = 0.03, beta_zero: float = 1.0,
@@ -51,10 +53,12 @@ class RHVAESampler(Sampler):
             self.metric: Metric = model.stored_metric()
         return self
 
-    def _potential(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """dU/dz and U = -log pi(z) = log det G(z) / 2."""
+    def _potential(self, z: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """dU/dz and (dU/dz, U) for U = -log pi(z) = log det G(z) / 2: the leapfrog's extra carries the gradient
+        so that the next MCMC step starts from it instead of evaluating the metric again."""
         geo = self.metric.at(z)
-        return 0.5 * geo.grad_logdet_g, 0.5 * geo.logdet_g
+        grad = 0.5 * geo.grad_logdet_g
+        return grad, (grad, 0.5 * geo.logdet_g)
 
     @torch.no_grad()
     def _chains(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -63,15 +67,17 @@ class RHVAESampler(Sampler):
         z = centroids[torch.randint(len(centroids), (n,), generator=generator).to(dev)]
         sqrt_b0 = self.beta_zero ** 0.5
         betas = tempering_schedule(sqrt_b0, self.n_lf) if self.beta_zero < 1 else None
-        u = self._potential(z)[1]
+        grad, u = self._potential(z)[1]
         for _ in range(self.mcmc_steps_nbr):
             rho = torch.randn(z.shape, generator=generator, dtype=dtype).to(dev) / sqrt_b0
             h0 = u + 0.5 * rho.pow(2).sum(1)
-            z_new, rho_new, u_new = leapfrog(z, rho, self._potential, self.eps_lf, self.n_lf, betas)
+            z_new, rho_new, (grad_new, u_new) = leapfrog(z, rho, self._potential, self.eps_lf, self.n_lf, betas,
+                                                         start=(grad, (grad, u)))
             h = u_new + 0.5 * rho_new.pow(2).sum(1)
             accept = torch.rand(n, generator=generator, dtype=dtype).to(dev).log() < (h0 - h)
             accept &= torch.isfinite(h)
             z = torch.where(accept.unsqueeze(1), z_new, z)
+            grad = torch.where(accept.unsqueeze(1), grad_new, grad)  # the potential at the chains' new start
             u = torch.where(accept, u_new, u)
         return z
 
