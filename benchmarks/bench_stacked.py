@@ -33,15 +33,15 @@ def step_times(model: str, seeds: int, batch: int = 128, repeats: int = 30) -> d
     from torch.func import functional_call, stack_module_state, vmap
 
     from aebench.models.base import TrainSettings, build_model, make_optimizer
-    from aebench.runner.stacked import _LossCall
+    from aebench.runner.stack_loop import LossCall
 
     models = []
     for s in range(seeds):
         torch.manual_seed(s)
         models.append(build_model(model, (1, 28, 28), 32, {}, "mlp", {"hidden": [512, 256]}, "bernoulli", {}))
     x = torch.rand(seeds, batch, 1, 28, 28).round()
-    base = _LossCall(models[0])
-    params, buffers = stack_module_state([_LossCall(m) for m in models])
+    base = LossCall(models[0])
+    params, buffers = stack_module_state([LossCall(m) for m in models])
     stacked_opt = make_optimizer(list(params.values()), TrainSettings())
     opts = [make_optimizer(m.parameters(), TrainSettings()) for m in models]
 

@@ -15,7 +15,7 @@ from aebench import faults
 from aebench.cli import main
 from aebench.models.base import Autoencoder
 from aebench.registry import MODELS
-from aebench.runner.job import train_job
+from aebench.runner.job import run_after_stack, train_job
 from aebench.runner.settings import RunSettings
 from aebench.runner.stacked import plan_stacks, stack_key, train_stack
 from aebench.store.jobdir import JobDir
@@ -166,12 +166,19 @@ def test_a_diverging_member_fails_alone_and_the_others_finish(exploding, write_s
     exploding.threshold = (inits[0] + inits[1]) / 2  # the member with the larger weight blows up at once
     bad, good = (jobs[0], jobs[1]) if inits[0] > inits[1] else (jobs[1], jobs[0])
     run = RunSettings(results=tmp_path / "stacked", progress=False)
-    assert sorted(train_stack(jobs, run, lambda m: None)) == sorted(j.id for j in jobs)
+    result = train_stack(jobs, run, lambda m: None)
+    assert sorted(result) == sorted(j.id for j in jobs) and result[good.id] is None
     failed = JobDir(run.suite_dir(bad.suite) / bad.id)
     assert not failed.is_trained()
     record = json.loads((failed.path / "failed.json").read_text())
     assert record["kind"] == "diverged" and "became nan" in record["reason"]
+    assert record["reason"] == result[bad.id] and record["stacked"] is True
     assert JobDir(run.suite_dir(good.suite) / good.id).is_trained()
+    # the launchers do not train the diverged member again: it fails with the stack's reason, its record untouched
+    before = (failed.path / "failed.json").read_bytes()
+    outcome = run_after_stack(bad, run, result)
+    assert (outcome.status, outcome.reason) == ("failed", result[bad.id])
+    assert (failed.path / "failed.json").read_bytes() == before
     alone = _separate([good], tmp_path / "alone")
     _assert_same(run, alone, good)
 

@@ -13,10 +13,10 @@ class LocalLauncher(Launcher):
     def launch(self, jobs, run):
         from tqdm.auto import tqdm
 
-        from aebench.runner.job import log, run_job, trained_here
+        from aebench.runner.job import log, run_after_stack
         from aebench.runner.stacked import plan_stacks, train_stack
 
-        outcomes, stacked = [], set()
+        outcomes, stacked = [], {}
         stacks = {job.id: group for group in plan_stacks(jobs, run) for job in group}
         bar = tqdm(jobs, desc="jobs", unit="job", disable=not run.progress or len(jobs) < 2, dynamic_ncols=True)
         for job in bar:
@@ -25,7 +25,7 @@ class LocalLauncher(Launcher):
                 for other in group:
                     stacks.pop(other.id, None)
                 stacked.update(train_stack(group, run, log, position=1 if not bar.disable else 0))
-            outcome = trained_here(run_job(job, run, progress_position=1 if not bar.disable else 0), stacked)
+            outcome = run_after_stack(job, run, stacked, position=1 if not bar.disable else 0)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 bar.write(f"FAILED {job.label} {job.dataset} seed {job.seed}: {outcome.reason}")

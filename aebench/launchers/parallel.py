@@ -19,7 +19,7 @@ from typing import Any
 from aebench.errors import AebenchError, ResultsUnwritable, SuiteError
 from aebench.launchers.base import Launcher
 from aebench.launchers.worker import portable, prepare_process, run_config
-from aebench.runner.job import Outcome, trained_here
+from aebench.runner.job import Outcome
 from aebench.runner.settings import RunSettings
 
 
@@ -45,10 +45,10 @@ def _worker_main(slot: int, gpu: str | None, run: RunSettings, threads: int, tas
             if item is None:
                 return
             indices, configs = item
-            stacked = _train_stack(configs, run) if len(configs) > 1 else []  # a stack group: train them together
+            stacked = _train_stack(configs, run) if len(configs) > 1 else {}  # a stack group: train them together
             for index, config in zip(indices, configs, strict=True):
                 try:
-                    outcome = trained_here(run_config(config, run), stacked)
+                    outcome = run_config(config, run, stacked)
                 except AebenchError as e:  # a full or read-only results folder: the parent stops the suite
                     results.put(("fatal", slot, index, e.__class__.__name__, str(e)))
                     return
@@ -57,7 +57,7 @@ def _worker_main(slot: int, gpu: str | None, run: RunSettings, threads: int, tas
         return
 
 
-def _train_stack(configs: list[dict[str, Any]], run: RunSettings) -> list[str]:
+def _train_stack(configs: list[dict[str, Any]], run: RunSettings) -> dict[str, str | None]:
     from aebench.job import Job
     from aebench.runner.job import log
     from aebench.runner.stacked import train_stack

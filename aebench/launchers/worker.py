@@ -60,10 +60,10 @@ def prepare_process(run: RunSettings, threads: int | None = None) -> None:
     load_plugins(list(run.plugins))
 
 
-def run_config(config: dict[str, Any], run: RunSettings) -> Outcome:
+def run_config(config: dict[str, Any], run: RunSettings, stacked: dict[str, str | None] | None = None) -> Outcome:
     """Run the job described by ``config`` (``Job.payload()``: its configuration and evaluation), as ``local``
-    would."""
+    would; ``stacked``: what its stack group's training (``train_stack``) did to it, if it had one."""
     from aebench.job import Job
-    from aebench.runner.job import run_job
+    from aebench.runner.job import run_after_stack
 
-    return run_job(Job.from_config(config), run)
+    return run_after_stack(Job.from_config(config), run, stacked or {})

@@ -32,9 +32,13 @@ class Outcome:
     computed: list[str] = field(default_factory=list)  # the metrics computed (not reused from records)
 
 
-def trained_here(outcome: Outcome, stacked) -> Outcome:
-    """A job the stack trained and ``run_job`` then evaluated is, for the run, done (trained and evaluated)."""
-    return replace(outcome, status="done") if outcome.status == "evaluated" and outcome.job_id in stacked else outcome
+def run_after_stack(job: Job, run: RunSettings, stacked: dict[str, str | None], position: int = 0) -> Outcome:
+    """``run_job`` for a job its stack (``runner.stacked.train_stack``) may have finished: one that failed there
+    is not trained again, and one trained there and evaluated here is, for the run, done."""
+    if stacked.get(job.id) is not None:
+        return Outcome(job.id, job.label, "failed", stacked[job.id])
+    outcome = run_job(job, run, progress_position=position)
+    return replace(outcome, status="done") if outcome.status == "evaluated" and job.id in stacked else outcome
 
 
 def _now() -> str:
@@ -165,8 +169,7 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0, train: bool 
             raise _unwritable(exc, jd.path) from None
         reason = _reason(exc)
         try:
-            jd.mark_failed(reason, {"traceback": traceback.format_exc(), "at": _now(),
-                                    **({"kind": "diverged"} if isinstance(exc, Diverged) else {})})
+            record_failure(jd, exc)
         except OSError:
             pass
         if run.debug:
@@ -174,6 +177,12 @@ def run_job(job: Job, run: RunSettings, progress_position: int = 0, train: bool 
         return Outcome(job.id, job.label, "failed", reason, time.perf_counter() - t0)
     finally:
         jd.unlock()
+
+
+def record_failure(jd: JobDir, exc: BaseException, extra: dict | None = None) -> None:
+    """``failed.json``: the reason, the traceback, when, and ``kind: diverged`` for a NaN or infinite loss."""
+    jd.mark_failed(_reason(exc), {"traceback": "".join(traceback.format_exception(exc)), "at": _now(),
+                                  **({"kind": "diverged"} if isinstance(exc, Diverged) else {}), **(extra or {})})
 
 
 def has_weights(job: Job, jd: JobDir) -> bool:

@@ -35,24 +35,34 @@ def _per_member(value: Any, param: torch.Tensor, members: int | None) -> bool:
     return value.shape[0] == members if members is not None else value.shape == param.shape
 
 
+class LossCall(torch.nn.Module):
+    """``functional_call`` calls a module's forward: this forward is the model's loss."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.loss(x)
+
+
 class Stack:
     """The stacked weights and optimiser of a group of members (``stacked._Member``) that are still training."""
 
     def __init__(self, members: list, settings: TrainSettings, device: torch.device):
-        from aebench.runner.stacked import _LossCall
-
         self.members, self.settings, self.device = list(members), settings, device
-        self.base = _LossCall(members[0].model)
+        self.base = LossCall(members[0].model)
         self.draws: dict[int, list[Draw]] = {}
         self._now: list[Draw] | None = None
-        wrapped = [_LossCall(m.model) for m in members]
+        wrapped = [LossCall(m.model) for m in members]
         params, buffers = stack_module_state(wrapped)
         self.params, self.buffers = params, buffers
         self.opt = make_optimizer(list(params.values()), settings)
         first = members[0].optimizers[0]
         self.opt.param_groups[0]["lr"] = first.param_groups[0]["lr"]  # a resumed schedule's current rate
+        owns = [dict(w.named_parameters()) for w in wrapped]
         for name, p in params.items():  # resumed members: their moments, stacked
-            states = [m.optimizers[0].state.get(dict(w.named_parameters())[name]) for m, w in zip(members, wrapped)]
+            states = [m.optimizers[0].state.get(own[name]) for m, own in zip(members, owns, strict=True)]
             if all(states):
                 self.opt.state[p] = {k: torch.stack([s[k] for s in states]) if _per_member(v, p[0], None) else v
                                      for k, v in states[0].items()}
@@ -107,12 +117,10 @@ class Stack:
     # -- members --------------------------------------------------------------------------------------
     def _to_members(self) -> None:
         """Copy each member's slice of the weights and optimiser state into its own model and optimiser."""
-        from aebench.runner.stacked import _LossCall
-
         m_count = len(self.members)
         with torch.no_grad():
             for j, m in enumerate(self.members):
-                wrapped = _LossCall(m.model)
+                wrapped = LossCall(m.model)
                 own = dict(wrapped.named_parameters())
                 for name, p in self.params.items():
                     own[name].copy_(p[j])

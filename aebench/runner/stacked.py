@@ -89,23 +89,15 @@ class _Member:
     started: str
 
 
-class _LossCall(torch.nn.Module):
-    """``functional_call`` calls a module's forward: this forward is the model's loss."""
+def train_stack(jobs: list[Job], run: RunSettings, log: Callable[[str], None],
+                position: int = 0) -> dict[str, str | None]:
+    """Train ``jobs`` (one stack group) together; returns, for each job it finished, None (trained) or the reason
+    it failed (diverged), so that no job is trained twice.
 
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.model.loss(x)
-
-
-def train_stack(jobs: list[Job], run: RunSettings, log: Callable[[str], None], position: int = 0) -> list[str]:
-    """Train ``jobs`` (one stack group) together; returns the ids of the jobs it trained or failed.
-
-    The others (locked by another process, or the whole group when the model turns out not to be stackable)
-    are left untouched for the ordinary one-job-at-a-time path.
+    The others (locked by another process, or the whole group when the model turns out not to be stackable,
+    or the members still training when the stack fails) are left to the ordinary one-job-at-a-time path.
     """
+    finished: dict[str, str | None] = {}
     held: list[JobDir] = []
     mine: list[Job] = []
     for job in jobs:
@@ -121,25 +113,24 @@ def train_stack(jobs: list[Job], run: RunSettings, log: Callable[[str], None], p
         mine.append(job)
     try:
         if len(mine) < 2:
-            return []
+            return finished
         try:
-            return _train_locked(mine, held, run, log, position)
+            _train_locked(mine, held, run, log, position, finished)
         except NotStackable as e:
             log(f"{mine[0].label}: seeds {', '.join(str(j.seed) for j in mine)} train one at a time ({e})")
-            return []
         except (KeyboardInterrupt, SystemExit, OSError):
             raise
         except Exception as e:  # noqa: BLE001 - the jobs resume one at a time from their last saved epoch
             log(f"{mine[0].label}: the stack failed ({e.__class__.__name__}: {str(e)[:200]}); the unfinished "
                 "seeds go on one at a time")
-            return []
+        return finished
     finally:
         for jd in held:
             jd.unlock()
 
 
 def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Callable[[str], None],
-                  position: int) -> list[str]:
+                  position: int, finished: dict[str, str | None]) -> None:
     from tqdm.auto import tqdm
 
     from aebench.runner.job import (
@@ -148,13 +139,13 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
         epoch_writer,
         finish_training,
         load_split,
+        record_failure,
         selection_of,
         train_settings,
     )
-    from aebench.runner.selection import Selector, make_schedulers
     from aebench.runner.settings import prepare_device
     from aebench.runner.stack_tape import get_rng
-    from aebench.runner.train import TrainState, load_resume, seed_everything
+    from aebench.runner.train import seed_everything, start_training
 
     device = prepare_device(run.device)
     first = jobs[0]
@@ -165,13 +156,8 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
     for job, jd in zip(jobs, dirs, strict=True):
         seed_everything(job.seed)
         model = build_job_model(job, train_set.shape, device)
-        optimizers = model.configure_optimizers(settings)
-        selector = Selector(keep_weights=sel.select == "best", patience=sel.patience)
-        schedulers = make_schedulers(optimizers, sel.schedule, tcfg.epochs, sel.lr_factor, sel.lr_patience,
-                                     sel.min_lr)
-        state = load_resume(jd / files.RESUME, model, optimizers, device,
-                            lambda m, job=job: log(f"{job.label} ({job.id}): {m}"), selector, schedulers)
-        state = state or TrainState(selector=selector, schedulers=schedulers)
+        optimizers, state = start_training(model, settings, sel, tcfg.epochs, device, jd / files.RESUME,
+                                           lambda m, job=job: log(f"{job.label} ({job.id}): {m}"))
         members.append(_Member(job, jd, model, optimizers, state, get_rng(), epoch_writer(job, jd, model), _now()))
     if len({m.state.epoch for m in members}) > 1 or any(m.state.stopped_early for m in members):
         raise NotStackable("their resume states are at different epochs")
@@ -185,7 +171,6 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
         m.jd.reset()
         m.jd.write_json(files.CONFIG, m.job.config())
     log(f"{first.label}: training seeds {', '.join(str(m.job.seed) for m in members)} as one stack")
-    finished = []
     steps = -(-len(train_set) // tcfg.batch_size) * (tcfg.epochs - members[0].state.epoch)
     bar = tqdm(total=steps, desc=f"{first.label[:20]} x{len(members)}", position=position, leave=False,
                unit="step", disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
@@ -193,21 +178,12 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
         for m, outcome in stack.run(train_set, val_set, tcfg.epochs, tcfg.batch_size, sel,
                                     None if bar.disable else bar.update):
             if isinstance(outcome, Diverged):
-                _fail(m, outcome)
+                record_failure(m.jd, outcome, {"stacked": True})
+                finished[m.job.id] = str(outcome)
             else:  # written as soon as it leaves the stack: a member that stopped early waits for no one
                 finish_training(m.job, m.jd, m.model, m.state, device, m.started, val_set is not None,
                                 {"stacked_with": [o.job.id for o in members if o is not m]})
-            finished.append(m.job.id)
+                finished[m.job.id] = None
     finally:
         bar.close()
-    return finished
-
-
-def _fail(m: _Member, exc: Diverged) -> None:
-    import traceback
-
-    from aebench.runner.job import _now
-
-    m.jd.mark_failed(str(exc), {"traceback": "".join(traceback.format_exception(exc)), "at": _now(),
-                                "kind": "diverged", "stacked": True})
 

@@ -134,6 +134,17 @@ def _non_finite_parameter(model: Autoencoder) -> str | None:
     return None
 
 
+def start_training(model: Autoencoder, settings: TrainSettings, sel: Selection, epochs: int, device: torch.device,
+                   resume_path: Path | None, log: Callable[[str], None] | None = None) -> tuple[list, TrainState]:
+    """The model's optimisers and its training state: resumed from ``resume_path`` if one is saved there, else
+    fresh (with the selector and schedules ``sel`` asks for). The one-job loop and each stack member start here."""
+    optimizers = model.configure_optimizers(settings)
+    selector = Selector(keep_weights=sel.select == "best", patience=sel.patience)
+    schedulers = make_schedulers(optimizers, sel.schedule, epochs, sel.lr_factor, sel.lr_patience, sel.min_lr)
+    state = load_resume(resume_path, model, optimizers, device, log, selector, schedulers) if resume_path else None
+    return optimizers, state or TrainState(selector=selector, schedulers=schedulers)
+
+
 def check_finite(row: dict[str, float], model: Autoencoder, epoch: int) -> None:
     """Raise ``Diverged`` when an epoch's mean loss term or a parameter is NaN or infinite."""
     bad = [k for k, v in row.items() if not math.isfinite(v)]
@@ -197,17 +208,13 @@ def train(
     NaN or infinite (divergence, exploding gradients). ``precision="bf16"`` runs the steps under
     autocast; ``compile=True`` compiles the model's ``train_step`` with ``torch.compile``.
     """
-    optimizers = model.configure_optimizers(settings)
+    sel = selection or Selection()
+    optimizers, state = start_training(model, settings, sel, epochs, device, resume_path, log)
     step = model.train_step
     if compile:  # what the loop calls: the whole step (a two-player model's both updates), not only the loss
         step = torch.compile(model.train_step)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else nullcontext
-    sel = selection or Selection()
-    selector = Selector(keep_weights=sel.select == "best", patience=sel.patience)
-    schedulers = make_schedulers(optimizers, sel.schedule, epochs, sel.lr_factor, sel.lr_patience, sel.min_lr)
     validate = val is not None and len(val) > 0
-    state = load_resume(resume_path, model, optimizers, device, log, selector, schedulers) if resume_path else None
-    state = state or TrainState(selector=selector, schedulers=schedulers)
     fault = faults.point if faults.enabled() else None
     n = len(data)
     steps = math.ceil(n / batch_size)
