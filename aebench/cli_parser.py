@@ -47,8 +47,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--stack", choices=["auto", "on", "off"], default="auto",
-                   help="train the jobs that differ only in their seed as one stack where that is exact (auto: on a "
-                        "GPU only; local and local-parallel launchers)")
+                   help="train the jobs that differ only in their seed, float hyperparameters or learning rate (seeds, "
+                        "a search's trials) as one stack where that is exact (auto: on a GPU only; local and "
+                        "local-parallel launchers)")
     p.add_argument("--no-stack", action="store_true", help="the same as --stack off")
 
 

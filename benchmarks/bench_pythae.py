@@ -8,7 +8,8 @@ pythae (``pip install "aebench[bench]"``) runs as a user runs it: ``TrainingPipe
 for the VAEs, MSE for the AE (pythae's AE has no other). Two pythae variants: ``eval`` passes the test set, which
 pythae's trainer evaluates after every epoch, and ``no_eval`` passes none (the same work as aebench's loop).
 
-aebench trains the same widths (``build_model``: backbone mlp hidden [512], latent 16, likelihood bernoulli) with
+aebench trains the same widths (``build_model``: backbone mlp hidden [512], latent 16) with the same
+reconstruction loss (likelihood bernoulli for the VAEs: BCE; gaussian for the AE: squared error, as pythae's AE) with
 ``aebench.runner.train.train`` on the uint8 images. Rounds interleave aebench and pythae in one process with one
 torch thread count; ratios are pythae seconds / aebench seconds per round (min and median over rounds).
 The flush-denormal flag is set for aebench's runs (its runner sets it) and cleared for pythae's.
@@ -36,11 +37,11 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-# pythae model class, config class, config options; aebench model name and params
+# pythae model class, config class, config options; aebench model name, params and likelihood (the same loss)
 MODELS = {
-    "vae": ("VAE", "VAEConfig", {"reconstruction_loss": "bce"}, "vae", {"beta": 1.0}),
-    "ae": ("AE", "AEConfig", {}, "ae", {}),
-    "beta-vae": ("BetaVAE", "BetaVAEConfig", {"reconstruction_loss": "bce"}, "beta-vae", {"beta": 1.0}),
+    "vae": ("VAE", "VAEConfig", {"reconstruction_loss": "bce"}, "vae", {"beta": 1.0}, "bernoulli"),
+    "ae": ("AE", "AEConfig", {}, "ae", {}, "gaussian"),
+    "beta-vae": ("BetaVAE", "BetaVAEConfig", {"reconstruction_loss": "bce"}, "beta-vae", {"beta": 1.0}, "bernoulli"),
 }
 
 
@@ -52,9 +53,9 @@ def run_aebench(name: str, train_set, epochs: int, batch: int, seed: int) -> flo
     from aebench.models.base import TrainSettings, build_model
     from aebench.runner.train import train
 
-    _, _, _, model_name, params = MODELS[name]
+    _, _, _, model_name, params, likelihood = MODELS[name]
     torch.manual_seed(seed)
-    model = build_model(model_name, (1, 28, 28), 16, params, "mlp", {"hidden": [512]}, "bernoulli")
+    model = build_model(model_name, (1, 28, 28), 16, params, "mlp", {"hidden": [512]}, likelihood)
     torch.set_flush_denormal(True)  # as aebench's runner does on a CPU
     t0 = time.perf_counter()
     train(model, train_set, TrainSettings("adam", 1e-3), epochs, batch, seed, torch.device("cpu"))
@@ -77,7 +78,7 @@ def run_pythae(name: str, train_x: torch.Tensor, eval_x: torch.Tensor | None, ep
         def on_train_end(self, training_config, **kwargs):
             self.end = time.perf_counter()
 
-    cls_name, cfg_name, options, _, _ = MODELS[name]
+    cls_name, cfg_name, options, _, _, _ = MODELS[name]
     torch.manual_seed(seed)
     model = getattr(pm, cls_name)(getattr(pm, cfg_name)(input_dim=(1, 28, 28), latent_dim=16, **options))
     torch.set_flush_denormal(False)  # pythae leaves the default
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         "pythae": getattr(pythae, "__version__", "unknown"),
         "command": "python benchmarks/bench_pythae.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "settings": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "adam", "lr": 1e-3,
-                     "latent_dim": 16, "hidden": [512], "rounds": args.rounds, "images": len(train_set)},
+                     "latent_dim": 16, "hidden": [512], "rounds": args.rounds, "images": len(train_set),
+                     "aebench_likelihood": {m: MODELS[m][5] for m in summary}},
         "compared": ("ratio_X = X seconds / aebench seconds in the same round (min, median over rounds; of_fastest: "
                      "fastest X run / fastest aebench run). aebench: its train() call. "
                      "pythae_eval / pythae_no_eval: the TrainingPipeline call with / without the test set as "

@@ -14,3 +14,5 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 benchmarks/gpu_figures.py --out "${OUT:-/tmp/out}" --suite-timeout "${SUITE_TIMEOUT:-360}"
 # stacked training on the GPU: three seeds of the MLP VAE in one stack against one seed (issue 16)
 python3 benchmarks/bench_stacked.py --device cuda --rounds 2 --out "${OUT:-/tmp/out}/stacked-gpu.json"
+# a whole search's worth in one stack: 9 members (3 trials x 3 seeds' worth of jobs) against one job
+python3 benchmarks/bench_stacked.py --device cuda --rounds 2 --seeds 9 --out "${OUT:-/tmp/out}/stacked-gpu-9.json"

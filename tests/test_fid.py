@@ -80,6 +80,35 @@ def test_fid_equals_torch_fidelity_called_directly(tmp_path):
     assert out["prior"] > 1.0  # an untrained decoder's samples are far from the data
 
 
+def test_kid_reference_equals_torch_fidelity_and_reuses_the_real_terms():
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    from aebench.metrics.kid import KIDReference
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.rand(700, 32, generator=g).relu() * 3
+    ref = KIDReference(real)
+    # two generated sets of one size share the cached real terms; a third size draws other subsets
+    for n, shift in ((400, 0.0), (400, 0.3), (250, 0.1)):
+        gen = torch.rand(n, 32, generator=g) * 3 + shift
+        mean, std = ref(gen, subsets=7, size=200)
+        tf = kid_features_to_metric(gen, real, kid_subsets=7, kid_subset_size=200, rng_seed=2020, verbose=False)
+        assert mean == pytest.approx(tf["kernel_inception_distance_mean"], rel=1e-4, abs=1e-7)
+        assert std == pytest.approx(tf["kernel_inception_distance_std"], rel=1e-3, abs=1e-7)
+    assert sorted(ref._real_terms) == [(250, 200, 7), (400, 200, 7)]
+    with pytest.raises(AebenchError, match="subset size 500"):
+        ref(torch.rand(400, 32), subsets=2, size=500)
+
+
+def test_the_digits_cnn_pooling_equals_max_pool2d():
+    from aebench.metrics.digits_extractor import Pool2
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((3, 16, 28, 28), (3, 64, 7, 7), (2, 4, 5, 6)):
+        x = torch.randn(shape, generator=g).relu()
+        assert torch.equal(Pool2()(x), nn.functional.max_pool2d(x, 2))
+
+
 def test_test_set_against_itself_scores_zero_and_a_shifted_set_does_not():
     ext = fidelity.Extractor("digits", torch.device("cpu"))
     real = ext.features(digit_like(400, 3))

@@ -306,3 +306,32 @@ def test_gmm_sampler_fits_clusters_and_is_deterministic():
 def test_gmm_sampler_is_robust_to_few_or_degenerate_codes(codes):
     s = GMMSampler().fit(codes).sample(50, torch.Generator().manual_seed(0))
     assert s.shape == (50, codes.shape[1]) and torch.isfinite(s).all()
+
+
+def test_bernoulli_nll_equals_torch_bce_with_logits_and_its_gradients_bit_for_bit():
+    from torch.func import vmap
+
+    from aebench.models.likelihood import Bernoulli, bce_with_logits
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 1, 5, 5, generator=g) * 8).requires_grad_(True)
+    logits.data[0, 0, 0, :3] = torch.tensor([0.0, 40.0, -40.0])  # the kink, and saturated pixels
+    target = torch.rand(6, 1, 5, 5, generator=g).requires_grad_(True)
+    ref = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    ours = bce_with_logits(logits, target)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=2e-6)
+    torch.testing.assert_close(Bernoulli().nll(logits, target), ref.flatten(1).sum(1), rtol=1e-6, atol=1e-5)
+    w = torch.randn(6, 1, 5, 5, generator=g)
+    assert all(torch.equal(a, b) for a, b in zip(torch.autograd.grad((ours * w).sum(), (logits, target)),
+                                                  torch.autograd.grad((ref * w).sum(), (logits, target)),
+                                                  strict=True))
+    # second derivatives (the leapfrog models differentiate through the likelihood) and vmap (stacked training)
+    x64, t64 = logits.detach().double().requires_grad_(True), target.detach().double()
+    (g_ours,) = torch.autograd.grad(Bernoulli().nll(logits.float(), target.detach()).sum(), logits, create_graph=True)
+    (h_ours,) = torch.autograd.grad(g_ours.pow(2).sum(), logits)
+    (g_ref,) = torch.autograd.grad(nn.functional.binary_cross_entropy_with_logits(x64, t64, reduction="sum"), x64,
+                                   create_graph=True)
+    (h_ref,) = torch.autograd.grad(g_ref.pow(2).sum(), x64)
+    torch.testing.assert_close(h_ours.double(), h_ref, rtol=1e-5, atol=1e-6)
+    stacked = [t.detach().unsqueeze(0).repeat(3, 1, 1, 1, 1) for t in (logits, target)]
+    assert torch.equal(vmap(bce_with_logits)(*stacked)[1], ours.detach())

@@ -1,5 +1,6 @@
-"""Stacked training: seeds trained as one stack equal separately trained jobs (weights, curve, metrics),
-for every model the registry holds; a diverging member fails alone; either kind of run resumes the other."""
+"""Stacked training: seeds, and trials of float hyperparameters or learning rates, trained as one stack equal
+separately trained jobs (weights, curve, metrics), for every model the registry holds; a diverging member fails
+alone; either kind of run resumes the other."""
 
 from __future__ import annotations
 
@@ -33,6 +34,14 @@ NOT_STACKABLE = {
     "rbm": "its Gibbs chains draw Bernoulli units",
     "svae": "its von Mises-Fisher sampler is an autograd.Function without vmap support",
     "vq-vae": "its EMA codebook is a buffer updated in training",
+}
+
+
+# Models that stack their seeds but not trials of their float hyperparameters: their loss turns the value into
+# a Python number (math.log, .item()), which a per-member value under vmap cannot be (the probe finds it).
+TRIALS_NOT_STACKABLE = {
+    "cv-vae": "log(sigma) by math.log, a fill value of torch.full_like",
+    "poincare-vae": "the curvature enters as a Python number",
 }
 
 
@@ -98,13 +107,107 @@ def test_every_stackable_model_trains_in_a_stack_exactly_as_alone(name, write_su
         assert prov["stacked_with"] == [j.id for j in jobs if j is not job]
 
 
+def _float_variant(name: str) -> dict | None:
+    """TINY_PARAMS with every float hyperparameter of the model moved to another valid value (None: it has none)."""
+    from dataclasses import asdict
+
+    from aebench.models.base import model_config
+
+    base = dict(TINY_PARAMS.get(name, {}))
+    changed = {}
+    for field, value in asdict(model_config(name, base)).items():
+        if type(value) is not float:
+            continue
+        for new in (value * 0.8, value * 1.25, value + 0.1, 0.5):
+            try:
+                model_config(name, {**base, **changed, field: new})
+            except Exception:  # noqa: BLE001 - out of the field's range: try the next
+                continue
+            changed[field] = new
+            break
+    return {**base, **changed} if changed else None
+
+
+def _trial_jobs(write_suite, model: str, params: list[dict], seeds: str = "[0]", lrs: list | None = None, **train):
+    entries = ", ".join(json.dumps({"name": model, "label": f"{model}-{i}", "params": p,
+                                    **({"train": {"lr": lrs[i]}} if lrs else {})}) for i, p in enumerate(params))
+    opts = {"epochs": 2, "batch_size": 48, **train}
+    path = write_suite(suite_text(models=f"[{entries}]", seeds=seeds, data="{val: 32, train_limit: 136}",
+                                  train=json.dumps(opts)), name=f"{model}-trials.yaml")
+    return load_suite(path).jobs()
+
+
+@pytest.mark.parametrize("name", [n for n in _eligible() if n not in NOT_STACKABLE and _float_variant(n)])
+def test_every_stackable_model_stacks_trials_that_differ_in_float_hyperparameters(name, write_suite, tmp_path):
+    jobs = _trial_jobs(write_suite, name, [TINY_PARAMS.get(name, {}), _float_variant(name)])
+    assert len({stack_key(j) for j in jobs}) == 1
+    stacked = RunSettings(results=tmp_path / "stacked", progress=False)
+    log: list[str] = []
+    trained = train_stack(jobs, stacked, log.append)
+    if not trained:
+        assert name in TRIALS_NOT_STACKABLE, f"{name}'s trials do not stack: {log}"
+        assert "train one at a time" in log[-1]
+        return
+    assert name not in TRIALS_NOT_STACKABLE, f"{name}'s trials stack now: update TRIALS_NOT_STACKABLE"
+    assert sorted(trained) == sorted(j.id for j in jobs)
+    alone = _separate(jobs, tmp_path / "alone")
+    for job in jobs:
+        _assert_same(stacked, alone, job)
+    a, b = (_weights(stacked, j) for j in jobs)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # started alike (seed 0): the hyperparameters mattered
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_trials_of_a_learning_rate_stack_with_a_rate_per_member(optimizer, write_suite, tmp_path):
+    # three rates, one with another beta too; a cosine schedule and clipping act on each member's own rate
+    jobs = _trial_jobs(write_suite, "beta-vae", [{"beta": 1.0}, {"beta": 1.0}, {"beta": 2.5}], seeds="[0, 1]",
+                       lrs=[3e-3, 1e-3, 3e-4], optimizer=optimizer, schedule="cosine", grad_clip=5.0, epochs=3)
+    assert len(jobs) == 6 and len({stack_key(j) for j in jobs}) == 1
+    stacked = RunSettings(results=tmp_path / "stacked", progress=False)
+    assert sorted(train_stack(jobs, stacked, lambda m: None)) == sorted(j.id for j in jobs)
+    alone = _separate(jobs, tmp_path / "alone")
+    for job in jobs:
+        _assert_same(stacked, alone, job)
+    decayed = _trial_jobs(write_suite, "vae", [{}, {}], lrs=[1e-3, 3e-3], weight_decay=1e-4)
+    assert stack_key(decayed[0]) != stack_key(decayed[1])  # weight decay reads the weights: a stack per rate
+
+
+def test_a_stack_swaps_float_hyperparameters_and_refuses_members_that_differ_in_anything_else():
+    from dataclasses import dataclass
+
+    from aebench.runner.stack_floats import MemberFloats, NotStackable
+
+    @dataclass(frozen=True)
+    class Config:
+        beta: float
+        k: int = 3
+
+    class Toy(torch.nn.Module):
+        def __init__(self, beta, k=3, extra=None, scale=1.0):
+            super().__init__()
+            self.lin, self.config, self.extra, self.scale = torch.nn.Linear(2, 2), Config(beta, k), extra or {}, scale
+
+    cpu = torch.device("cpu")
+    models = [Toy(0.5, scale=2.0), Toy(2.0, scale=2.0)]
+    floats = MemberFloats(models, cpu)
+    assert list(floats.values) == ["config.beta"] and floats.values["config.beta"].tolist() == [0.5, 2.0]
+    with floats.swapped({"config.beta": torch.tensor(7.0)}):
+        assert float(models[0].config.beta) == 7.0
+    assert models[0].config.beta == 0.5 and type(models[0].config.beta) is float
+    assert list(MemberFloats([Toy(1.0, scale=1.0), Toy(1.0, scale=3.0)], cpu).values) == ["scale"]
+    with pytest.raises(NotStackable, match=r"differ in config\.k "):
+        MemberFloats([Toy(0.5, 3), Toy(0.5, 4)], cpu)
+    with pytest.raises(NotStackable, match=r"differ in extra\['w'\]"):  # a float the stack cannot swap
+        MemberFloats([Toy(0.5, extra={"w": 1.0}), Toy(0.5, extra={"w": 2.0})], cpu)
+
+
 def test_the_run_command_stacks_seeds_and_the_metrics_equal_separate_runs(write_suite, tmp_path, capsys):
     suite = write_suite(suite_text(models="[vae, dropout-ae]", seeds="[0, 1, 2]", data="{val: 32}",
                                    train="{epochs: 2, batch_size: 64, select: best, schedule: cosine, grad_clip: 0.5}",
                                    metrics="[recon, nll, active_units]"))
     assert main(["run", str(suite), "--results", str(tmp_path / "a"), "--no-progress", "--stack", "on"]) == 0
     err = capsys.readouterr().err
-    assert "vae: training seeds 0, 1, 2 as one stack" in err
+    assert "vae: seeds 0, 1, 2: training as one stack" in err
     assert "dropout-ae: seeds 0, 1, 2 train one at a time" in err
     assert main(["run", str(suite), "--results", str(tmp_path / "b"), "--no-progress", "--no-stack"]) == 0
     a, b = (pd.read_csv(tmp_path / r / "tiny" / "results.csv").set_index("job_id") for r in ("a", "b"))
@@ -117,7 +220,26 @@ def test_the_run_command_stacks_seeds_and_the_metrics_equal_separate_runs(write_
             assert stacked == d.name.startswith("vae-")
 
 
-def test_plan_groups_only_untrained_jobs_that_differ_in_their_seed(write_suite, tmp_path):
+def test_a_search_trains_its_trials_as_one_stack_and_selects_what_separate_trials_select(write_suite, tmp_path,
+                                                                                        capsys):
+    suite = write_suite(suite_text(models="[{name: vae, search: {beta: {uniform: [0.5, 2.0]}}}]", seeds="[0, 1]",
+                                   data="{val: 64}", tune="{trials: 3, seeds: [0], metric: recon/mse, seed: 7}",
+                                   metrics="[recon]"))
+    assert main(["run", str(suite), "--results", str(tmp_path / "a"), "--no-progress", "--stack", "on"]) == 0
+    err = capsys.readouterr().err
+    assert "vae: vae@t0 s0, vae@t1 s0, vae@t2 s0: training as one stack" in err  # trial 0: the default beta
+    assert "vae: seeds 0, 1: training as one stack" in err  # then the selected point's seeds
+    assert main(["run", str(suite), "--results", str(tmp_path / "b"), "--no-progress", "--no-stack"]) == 0
+    a, b = (json.loads((tmp_path / r / "tiny" / "tuning.json").read_text()) for r in ("a", "b"))
+    assert a["models"]["vae"]["selected"] == b["models"]["vae"]["selected"]
+    for ta, tb in zip(a["models"]["vae"]["trials"], b["models"]["vae"]["trials"], strict=True):
+        assert ta["mean"] == pytest.approx(tb["mean"], rel=1e-4)
+    ra, rb = (pd.read_csv(tmp_path / r / "tiny" / "results.csv").set_index("job_id") for r in ("a", "b"))
+    assert sorted(ra.index) == sorted(rb.index) and len(ra) == 5
+    pd.testing.assert_series_equal(ra.loc[rb.index, "recon/mse"], rb["recon/mse"], rtol=1e-4, atol=1e-6)
+
+
+def test_plan_groups_only_untrained_jobs_that_may_share_a_stack(write_suite, tmp_path):
     suite = write_suite(suite_text(models="[ae, vae, {name: beta-vae, params: {beta: 2}}]", seeds="[0, 1]",
                                    data="{val: 32}", train="{epochs: 1, batch_size: 64, schedule: plateau}"))
     run = RunSettings(results=tmp_path, progress=False, stack="on")
@@ -128,8 +250,12 @@ def test_plan_groups_only_untrained_jobs_that_differ_in_their_seed(write_suite, 
     assert plan_stacks(jobs, RunSettings(results=tmp_path, device="cpu")) == []  # auto: on a GPU only
     assert [[j.model for j in g] for g in groups] == [["ae", "ae"], ["vae", "vae"], ["beta-vae", "beta-vae"]]
     assert all({j.seed for j in g} == {0, 1} for g in groups)
-    assert stack_key(jobs[0]) != stack_key(load_suite(suite, overrides=["train.schedule=cosine",
-                                                                        "train.lr=0.01"]).jobs()[0])
+    def key_with(*sets: str) -> str | None:
+        return stack_key(load_suite(suite, overrides=["train.schedule=cosine", *sets]).jobs()[0])
+
+    assert key_with("train.lr=0.01") == stack_key(jobs[0])  # a rate per member (Adam, no weight decay)
+    assert key_with("train.epochs=2") != stack_key(jobs[0])
+    assert key_with("train.lr=0.01", "train.weight_decay=0.001") != key_with("train.weight_decay=0.001")
     _separate(groups[0][:1], tmp_path)  # a trained job is not trained again: the other seed trains alone
     assert [[j.model for j in g] for g in plan_stacks(jobs, run)] == [["vae", "vae"], ["beta-vae", "beta-vae"]]
 

@@ -65,31 +65,33 @@ def extrapolate(fids: dict[int, float]) -> tuple[float, float]:
 
 def fid_curve(gen: torch.Tensor, real: torch.Tensor, real_stats: dict[str, np.ndarray], sizes: list[int],
               order: torch.Tensor | None = None, kid: bool = False, kid_subsets: int = 100,
-              kid_subset_size: int = 1000) -> dict[int, dict[str, float]]:
-    """fid's ``compare`` on the first N rows of ``gen[order]`` for each N in ``sizes`` (N capped at len(gen))."""
+              kid_subset_size: int = 1000, kid_ref: Any = None) -> dict[int, dict[str, float]]:
+    """fid's ``compare`` on the first N rows of ``gen[order]`` for each N in ``sizes`` (N capped at len(gen));
+    ``kid_ref``: the real features' ``KIDReference``."""
     from aebench.metrics.fidelity import compare
 
     gen = gen if order is None else gen[order]
     out = {}
     for n in sorted({min(int(n), len(gen)) for n in sizes}):
-        out[n] = compare(gen[:n], real, real_stats, kid, False, kid_subsets, kid_subset_size)
+        out[n] = compare(gen[:n], real, real_stats, kid, False, kid_subsets, kid_subset_size, kid_ref=kid_ref)
     return out
 
 
 def fid_inf(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     """FID_inf per sampler, by regression of FID_N on 1/N (settings: ``FIDInfSettings``)."""
     from aebench.metrics.extractors import context_extractor, sample_features
-    from aebench.metrics.fidelity import reference
+    from aebench.metrics.fidelity import kid_reference, reference
 
     s = FIDInfSettings(**options)
     ext = context_extractor(ctx, s.extractor, s.feature_extractor_weights_path)
     n_max = max(s.sizes)
-    real, real_stats, _ = reference(ctx, ext, min(n_max, len(ctx.test)))
+    real, real_stats, stem = reference(ctx, ext, min(n_max, len(ctx.test)))
+    kid_ref = kid_reference(ctx, real, stem) if s.kid else None
     out: dict[str, Any] = {}
     for sampler in ctx.samplers:
         gen = sample_features(ctx, ext, sampler, n_max)
         order = torch.randperm(len(gen), generator=ctx.generator(f"fid_inf/{sampler}"))
-        curve = fid_curve(gen, real, real_stats, s.sizes, order, s.kid, s.kid_subsets, s.kid_subset_size)
+        curve = fid_curve(gen, real, real_stats, s.sizes, order, s.kid, s.kid_subsets, s.kid_subset_size, kid_ref)
         out[sampler], slope = extrapolate({n: r["fid"] for n, r in curve.items()})
         out[f"curve_{sampler}"] = {"fid_n": {str(n): r["fid"] for n, r in curve.items()}, "slope": slope}
         if s.kid:

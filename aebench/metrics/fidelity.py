@@ -1,11 +1,12 @@
 """FID, KID and precision/recall of generated images and reconstructions against the test set.
 
 The feature extractors are torch-fidelity's (``inception-v3-compat``, or aebench's digits CNN registered
-with torch-fidelity as ``aebench-digits``); FID and KID come from torch-fidelity's own functions
-(``fid_statistics_to_metric``, ``kid_features_to_metric``) and precision/recall from a re-implementation of its
-``prc`` that reuses the real set's k-NN radii, so all equal a direct ``torch_fidelity.calculate_metrics`` call on
-the same images (tests check it). aebench extracts features in large batches on the job's device (no
-DataLoader workers) and caches the test set's features and radii on disk, keyed by dataset, split, count,
+with torch-fidelity as ``aebench-digits``). FID comes from torch-fidelity's own ``fid_statistics_to_metric``;
+KID from a torch re-implementation of its ``kid_features_to_metric`` (the same subsets and kernel, the real
+set's terms computed once: ``aebench.metrics.kid``); precision/recall from a re-implementation of its ``prc``
+that reuses the real set's k-NN radii. All equal a direct ``torch_fidelity.calculate_metrics`` call on the same
+images (tests check it). aebench extracts features in large batches on the job's device (no DataLoader
+workers) and caches the test set's features and radii on disk, keyed by dataset, split, count,
 image content and the extractor's weights hash, so they are computed once.
 
 Keys, for each source ``s`` (every sampler of the suite, and ``recon`` for test reconstructions):
@@ -26,12 +27,12 @@ import torch
 
 from aebench.errors import AebenchError
 from aebench.metrics.base import EvalContext
+from aebench.metrics.kid import KIDReference
 
 INCEPTION_NAME = "inception-v3-compat"
 INCEPTION_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth")
 REF_CACHE_VERSION = 1
-KID_SEED = 2020  # torch-fidelity's default rng_seed: the same subsets as a default direct call
 
 
 def resolve_extractor(extractor: str, image_shape: tuple[int, ...]) -> str:
@@ -151,7 +152,8 @@ def _cached(ctx: EvalContext, fname: str, compute) -> torch.Tensor:
 
 
 def reference(ctx: EvalContext, ext: Extractor, n: int) -> tuple[torch.Tensor, dict[str, np.ndarray], str]:
-    """Features and FID statistics of the first ``n`` test images (cached on disk), and the cache key."""
+    """Features and FID statistics of the first ``n`` test images (cached on disk), and the cache key
+    (``kid_reference`` gives the matching KID reference)."""
     key = ("fid-ref", ext.name, ext.weights_hash, n)
     if key not in ctx._cache:
         images = ctx.test.images[:n].cpu()
@@ -160,6 +162,15 @@ def reference(ctx: EvalContext, ext: Extractor, n: int) -> tuple[torch.Tensor, d
                 f"-v{REF_CACHE_VERSION}")
         feats = _cached(ctx, f"{stem}.pt", lambda: ext.features(images))
         ctx._cache[key] = (feats, statistics(feats), stem)
+    return ctx._cache[key]
+
+
+def kid_reference(ctx: EvalContext, real: torch.Tensor, stem: str) -> KIDReference:
+    """The KID reference of the real features ``reference`` returned under ``stem``, shared by the context's
+    metrics (fid, fid_inf), so the real set's kernel terms are computed once per job."""
+    key = ("kid-ref", stem)
+    if key not in ctx._cache:
+        ctx._cache[key] = KIDReference(real.to(ctx.device))
     return ctx._cache[key]
 
 
@@ -191,17 +202,16 @@ def precision_recall(gen: torch.Tensor, real: torch.Tensor, real_radii: torch.Te
 
 def compare(gen: torch.Tensor, real: torch.Tensor, real_stats: dict[str, np.ndarray], kid: bool, prc: bool,
             kid_subsets: int = 100, kid_subset_size: int = 1000, prc_neighborhood: int = 3,
-            real_radii: torch.Tensor | None = None) -> dict[str, float]:
-    """FID (and KID, precision/recall) between generated and real features (CPU or device tensors)."""
+            real_radii: torch.Tensor | None = None, kid_ref: KIDReference | None = None) -> dict[str, float]:
+    """FID (and KID, precision/recall) between generated and real features (CPU or device tensors).
+
+    ``kid_ref``: the real features' ``KIDReference`` (``kid_reference``), to reuse its real-set terms."""
     from torch_fidelity.metric_fid import fid_statistics_to_metric
-    from torch_fidelity.metric_kid import kid_features_to_metric
 
     out = {"fid": fid_statistics_to_metric(statistics(gen.cpu()), real_stats, False)["frechet_inception_distance"]}
     if kid:
         size = min(kid_subset_size, len(gen), len(real))
-        r = kid_features_to_metric(gen.cpu(), real.cpu(), kid_subsets=kid_subsets, kid_subset_size=size,
-                                   rng_seed=KID_SEED, verbose=False)
-        out["kid"], out["kid_std"] = r["kernel_inception_distance_mean"], r["kernel_inception_distance_std"]
+        out["kid"], out["kid_std"] = (kid_ref or KIDReference(real))(gen, kid_subsets, size)
     if prc:
         if real_radii is None:
             real_radii = knn_radii(real, prc_neighborhood)
@@ -275,6 +285,7 @@ def fid(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     n_ref = min(n, len(ctx.test))
     real, real_stats, stem = reference(ctx, ext, n_ref)
     real_dev = real.to(ctx.device)
+    kid_ref = kid_reference(ctx, real, stem) if kid else None
     radii = None
     if prc:
         radii = _cached(ctx, f"{stem}-radii-k{prc_neighborhood}.pt",
@@ -286,7 +297,7 @@ def fid(ctx: EvalContext, **options: Any) -> dict[str, Any]:
     kid_std: dict[str, float] = {}
     for name, feats in sources.items():
         r = compare(feats.to(ctx.device), real_dev, real_stats, kid, prc, kid_subsets,
-                    kid_subset_size, prc_neighborhood, radii)
+                    kid_subset_size, prc_neighborhood, radii, kid_ref)
         out[name] = r["fid"]
         if kid:
             out[f"kid_{name}"] = r["kid"]

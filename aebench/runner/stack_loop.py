@@ -1,9 +1,12 @@
 """The stacked training loop: stacked weights, one vmapped step for every member, per-member epochs.
 
-Per step each member indexes its own batch (its seed's permutation) and replays its own draws; the
-losses are summed (members share no weights, so each slice's gradient is its member's own), gradients are
-clipped per member, and one optimiser step updates the stack. After each epoch the slices are copied into
-the members' own models and optimisers, and each member closes its epoch exactly as a separate job does
+Per step each member indexes its own batch (its seed's permutation), replays its own draws and sees its own
+float hyperparameters (the model attributes in which the members differ, as float32 numbers: what a Python
+float becomes when it meets a float32 tensor); the losses are summed (members share no weights, so each
+slice's gradient is its member's own), gradients are clipped per member, and one optimiser step updates the
+stack (members with their own learning rates: the optimiser steps zero shadows at rate 1, and each member's
+weights move by its rate times that update). After each epoch the slices are copied into the members' own
+models and optimisers, and each member closes its epoch exactly as a separate job does
 (``train.close_epoch``: validation, selection, schedule, curve, resume state).
 """
 
@@ -23,6 +26,7 @@ from aebench import faults
 from aebench.data.base import ImageSet
 from aebench.errors import Diverged
 from aebench.models.base import TrainSettings, make_optimizer
+from aebench.runner.stack_floats import MemberFloats
 from aebench.runner.stack_tape import Draw, NotStackable, Probe, Replay, draw_tape, set_rng
 from aebench.store import jobdir as files
 
@@ -57,22 +61,39 @@ class Stack:
         wrapped = [LossCall(m.model) for m in members]
         params, buffers = stack_module_state(wrapped)
         self.params, self.buffers = params, buffers
-        self.opt = make_optimizer(list(params.values()), settings)
-        first = members[0].optimizers[0]
-        self.opt.param_groups[0]["lr"] = first.param_groups[0]["lr"]  # a resumed schedule's current rate
+        self.floats = MemberFloats([m.model for m in members], device)
+        lrs = self._current_lrs()  # a resumed schedule's current rates
+        # members of a learning-rate search: the optimiser steps shadows at lr 1, the stack scales by each rate
+        self.lrs = torch.tensor(lrs, dtype=torch.float32, device=device) if len(set(lrs)) > 1 else None
+        self.slots = self._slots(params)
+        self.opt = make_optimizer(list(self.slots.values()), settings)
+        self.opt.param_groups[0]["lr"] = 1.0 if self.lrs is not None else lrs[0]
         owns = [dict(w.named_parameters()) for w in wrapped]
         for name, p in params.items():  # resumed members: their moments, stacked
             states = [m.optimizers[0].state.get(own[name]) for m, own in zip(members, owns, strict=True)]
             if all(states):
-                self.opt.state[p] = {k: torch.stack([s[k] for s in states]) if _per_member(v, p[0], None) else v
-                                     for k, v in states[0].items()}
+                self.opt.state[self.slots[name]] = {
+                    k: torch.stack([s[k] for s in states]) if _per_member(v, p[0], None) else v
+                    for k, v in states[0].items()}
+
+    def _current_lrs(self) -> list[float]:
+        return [m.optimizers[0].param_groups[0]["lr"] for m in self.members]
+
+    def _slots(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the optimiser holds for each stacked weight: the weight, or (members with their own learning
+        rates) a zero shadow whose step at lr 1 is the update per unit rate (the optimisers that may stack so
+        read no weight in their update: ``stacked.stack_key``)."""
+        if self.lrs is None:
+            return params
+        return {n: torch.zeros_like(p).requires_grad_(True) for n, p in params.items()}
 
     # -- one step -----------------------------------------------------------------------------------
-    def _call(self, params: dict, buffers: dict, x: torch.Tensor, tape: list[torch.Tensor]) -> dict:
-        if self._now is None:  # the probe: its mode, outside vmap, records the draws
-            return functional_call(self.base, (params, buffers), (x,))
-        with Replay(list(tape), self._now):
-            return functional_call(self.base, (params, buffers), (x,))
+    def _call(self, params: dict, buffers: dict, floats: dict, x: torch.Tensor, tape: list[torch.Tensor]) -> dict:
+        with self.floats.swapped(floats):
+            if self._now is None:  # the probe: its mode, outside vmap, records the draws
+                return functional_call(self.base, (params, buffers), (x,))
+            with Replay(list(tape), self._now):
+                return functional_call(self.base, (params, buffers), (x,))
 
     def probe(self, data: ImageSet, batch_size: int) -> None:
         """Learn each batch size's draws, and raise ``NotStackable`` if the loss cannot run in the stack."""
@@ -83,7 +104,7 @@ class Stack:
             recorder = Probe()
             try:
                 with recorder:
-                    out = vmap(self._call, randomness="error")(self.params, self.buffers, x, [])
+                    out = vmap(self._call, randomness="error")(self.params, self.buffers, self.floats.values, x, [])
             except NotStackable:
                 raise
             except Exception as e:  # noqa: BLE001 - whatever vmap refuses (dropout, data-dependent control flow)
@@ -98,13 +119,30 @@ class Stack:
     def _step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         self._now = self.draws[x.shape[1]]
         tape = draw_tape(self._now, [m.rng for m in self.members])
-        out = vmap(self._call, randomness="error")(self.params, self.buffers, x, tape)
-        self.opt.zero_grad(set_to_none=True)
+        out = vmap(self._call, randomness="error")(self.params, self.buffers, self.floats.values, x, tape)
+        for p in self.params.values():
+            p.grad = None
         out["loss"].sum().backward()
         if self.settings.grad_clip:
             self._clip(self.settings.grad_clip)
-        self.opt.step()
+        if self.lrs is None:
+            self.opt.step()
+        else:
+            self._step_per_member_lr()
         return {k: v.detach() for k, v in out.items()}
+
+    def _step_per_member_lr(self) -> None:
+        """Each member's update at its own rate: the optimiser's step of a zero shadow at lr 1, times the rate."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                z = self.slots[name]
+                z.zero_()
+                z.grad = p.grad
+        self.opt.step()
+        with torch.no_grad():
+            for name, p in self.params.items():
+                if p.grad is not None:
+                    p.add_(self.slots[name] * self.lrs.view(-1, *([1] * (p.dim() - 1))))
 
     def _clip(self, max_norm: float) -> None:
         """``clip_grad_norm_`` of each member's own gradients (its total 2-norm over its parameters)."""
@@ -124,7 +162,7 @@ class Stack:
                 own = dict(wrapped.named_parameters())
                 for name, p in self.params.items():
                     own[name].copy_(p[j])
-                    state = self.opt.state.get(p)
+                    state = self.opt.state.get(self.slots[name])
                     if state:
                         m.optimizers[0].state[own[name]] = {
                             k: v[j].clone() if _per_member(v, p, m_count) else (v.clone() if torch.is_tensor(v) else v)
@@ -140,17 +178,21 @@ class Stack:
         if not keep:
             return
         index = torch.tensor(keep, device=self.device)
-        old, lr = self.opt, self.opt.param_groups[0]["lr"]
+        old, old_slots, lr = self.opt, self.slots, self.opt.param_groups[0]["lr"]
         params = {n: p.detach()[index].clone().requires_grad_(True) for n, p in self.params.items()}
-        self.opt = make_optimizer(list(params.values()), self.settings)
+        if self.lrs is not None:
+            self.lrs = self.lrs[index]
+        self.slots = self._slots(params)
+        self.opt = make_optimizer(list(self.slots.values()), self.settings)
         self.opt.param_groups[0]["lr"] = lr
-        for p_old, p_new in zip(self.params.values(), params.values(), strict=True):
-            state = old.state.get(p_old)
+        for name, p_old in self.params.items():
+            state = old.state.get(old_slots[name])
             if state:
-                self.opt.state[p_new] = {k: v[index].clone() if _per_member(v, p_old, m_count) else v
-                                         for k, v in state.items()}
+                self.opt.state[self.slots[name]] = {k: v[index].clone() if _per_member(v, p_old, m_count) else v
+                                                    for k, v in state.items()}
         self.params = params
         self.buffers = {n: b[index].clone() for n, b in self.buffers.items()}
+        self.floats.keep(index)
 
     # -- the loop -------------------------------------------------------------------------------------
     def run(self, data: ImageSet, val: ImageSet | None, epochs: int, batch_size: int, sel: Any,
@@ -199,8 +241,11 @@ class Stack:
                         m.state.selector.restore(m.model)
                     leaving.append(j)
                     yield m, None
-            if self.members and len(leaving) < len(self.members):
-                rest = next(m for j, m in enumerate(self.members) if j not in leaving)
-                self.opt.param_groups[0]["lr"] = rest.optimizers[0].param_groups[0]["lr"]  # the schedule's step
+            if self.members and len(leaving) < len(self.members):  # the schedule's step
+                if self.lrs is not None:
+                    self.lrs = torch.tensor(self._current_lrs(), dtype=torch.float32, device=self.device)
+                else:
+                    rest = next(m for j, m in enumerate(self.members) if j not in leaving)
+                    self.opt.param_groups[0]["lr"] = rest.optimizers[0].param_groups[0]["lr"]
             if leaving:
                 self._drop(leaving)

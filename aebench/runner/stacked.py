@@ -1,23 +1,27 @@
-"""Stacked training: the jobs of a suite that differ only in their seed train together in one process.
+"""Stacked training: the jobs of a suite that differ only in their seed, or in float hyperparameters of their
+model (the trials of a search over beta, lam, a noise level...), train together in one process.
 
 Their weights are stacked on a leading member dimension (``torch.func.stack_module_state``), one vmapped
 step computes every member's loss on its own batch, and one optimiser step updates the stack. It is exact:
-each member sees its own seed's batch order and, through ``stack_tape``, the random draws its separate job
-would make, so its weights, curve and metrics equal a separately trained job's within float rounding
-(vmapped products sum in another order). Each member keeps its own job folder, resume state (in the
-separate job's format, so either kind of run resumes the other), validation, best-epoch selection and
-early stopping; a member that diverges or stops early leaves the stack and the others go on.
+each member sees its own seed's batch order, its own float hyperparameters (``stack_loop.MemberFloats``) and,
+through ``stack_tape``, the random draws its separate job would make, so its weights, curve and metrics equal a
+separately trained job's within float rounding (vmapped products sum in another order). Each member keeps its
+own job folder, resume state (in the separate job's format, so either kind of run resumes the other),
+validation, best-epoch selection and early stopping; a member that diverges or stops early leaves the stack
+and the others go on. Members share the training settings but the learning rate (Adam, AdamW, SGD or RMSprop
+without weight decay: the update at rate 1 is scaled by each member's rate).
 
 Stacked only where that is exact: the model's step is the base class's single-optimiser step, every random
-draw of its loss can be replayed (the probe says so), the schedule is none or cosine (a plateau schedule
-gives each member its own learning rate), fp32 and not compiled. Anything else trains one job at a time.
+draw of its loss can be replayed and its hyperparameters stay tensors in it (the probe says so), the schedule
+is none or cosine (a plateau schedule gives each member its own learning rate), fp32 and not compiled.
+Anything else trains one job at a time.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -29,10 +33,13 @@ from aebench.runner.stack_tape import NotStackable
 from aebench.store import jobdir as files
 from aebench.store.jobdir import JobDir
 
+# torch optimisers whose update without weight decay reads no weight: the update at lr 1, scaled, is the update
+LR_FREE_UPDATES = ("adam", "adamw", "sgd", "rmsprop")
+
 
 def stack_key(job: Job) -> str | None:
     """Jobs with equal keys can train in one stack; None for a job that must train alone."""
-    from aebench.models.base import Autoencoder
+    from aebench.models.base import Autoencoder, model_config
     from aebench.registry import MODELS
 
     t = job.train
@@ -47,6 +54,17 @@ def stack_key(job: Job) -> str | None:
         return None
     identity = job.identity()
     identity.pop("seed", None)
+    identity.pop("trial", None)
+    # float hyperparameters (a search's beta, lam, level...) change no shapes: each member's own values enter
+    # its loss through the stack (``stack_loop.MemberFloats``); anything else must be equal
+    try:  # with the model's defaults filled in: trial 0 (the entry's own parameters) stacks with the others
+        params = asdict(model_config(job.model, job.params))
+    except Exception:  # noqa: BLE001 - invalid parameters fail in their own job, with their own message
+        return None
+    identity["params"] = {k: "float" if type(v) is float else v for k, v in params.items()}
+    train = identity["train"]
+    if train.get("optimizer", "adam") in LR_FREE_UPDATES and not train.get("weight_decay"):
+        train.pop("lr", None)  # trials of a learning rate: each member steps at its own (``Stack.lrs``)
     return digest(identity)
 
 
@@ -64,8 +82,8 @@ def stacking(run: RunSettings) -> bool:
 
 
 def plan_stacks(jobs: list[Job], run: RunSettings) -> list[list[Job]]:
-    """Groups of two or more untrained jobs that differ only in their seed, in the order the jobs come (none
-    where ``run.stack`` says not to stack)."""
+    """Groups of two or more untrained jobs that differ only in their seed or their model's float
+    hyperparameters, in the order the jobs come (none where ``run.stack`` says not to stack)."""
     if not stacking(run):
         return []
     groups: dict[str, list[Job]] = defaultdict(list)
@@ -75,6 +93,13 @@ def plan_stacks(jobs: list[Job], run: RunSettings) -> list[list[Job]]:
         if key is not None and not (jd.path.exists() and jd.is_trained()):
             groups[key].append(job)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def members_named(jobs: list[Job]) -> str:
+    """``vae: seeds 0, 1, 2`` or, for trials, ``beta-vae: beta-vae@t0 s0, beta-vae@t1 s0``."""
+    if len({j.label for j in jobs}) == 1:
+        return f"{jobs[0].label}: seeds {', '.join(str(j.seed) for j in jobs)}"
+    return f"{jobs[0].model}: {', '.join(f'{j.label} s{j.seed}' for j in jobs)}"
 
 
 @dataclass
@@ -117,12 +142,12 @@ def train_stack(jobs: list[Job], run: RunSettings, log: Callable[[str], None],
         try:
             _train_locked(mine, held, run, log, position, finished)
         except NotStackable as e:
-            log(f"{mine[0].label}: seeds {', '.join(str(j.seed) for j in mine)} train one at a time ({e})")
+            log(f"{members_named(mine)} train one at a time ({e})")
         except (KeyboardInterrupt, SystemExit, OSError):
             raise
         except Exception as e:  # noqa: BLE001 - the jobs resume one at a time from their last saved epoch
-            log(f"{mine[0].label}: the stack failed ({e.__class__.__name__}: {str(e)[:200]}); the unfinished "
-                "seeds go on one at a time")
+            log(f"{members_named(mine)}: the stack failed ({e.__class__.__name__}: {str(e)[:200]}); the "
+                "unfinished ones go on one at a time")
         return finished
     finally:
         for jd in held:
@@ -156,7 +181,7 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
     for job, jd in zip(jobs, dirs, strict=True):
         seed_everything(job.seed)
         model = build_job_model(job, train_set.shape, device)
-        optimizers, state = start_training(model, settings, sel, tcfg.epochs, device, jd / files.RESUME,
+        optimizers, state = start_training(model, train_settings(job), sel, tcfg.epochs, device, jd / files.RESUME,
                                            lambda m, job=job: log(f"{job.label} ({job.id}): {m}"))
         members.append(_Member(job, jd, model, optimizers, state, get_rng(), epoch_writer(job, jd, model), _now()))
     if len({m.state.epoch for m in members}) > 1 or any(m.state.stopped_early for m in members):
@@ -170,7 +195,7 @@ def _train_locked(jobs: list[Job], dirs: list[JobDir], run: RunSettings, log: Ca
     for m in members:
         m.jd.reset()
         m.jd.write_json(files.CONFIG, m.job.config())
-    log(f"{first.label}: training seeds {', '.join(str(m.job.seed) for m in members)} as one stack")
+    log(f"{members_named(jobs)}: training as one stack")
     steps = -(-len(train_set) // tcfg.batch_size) * (tcfg.epochs - members[0].state.epoch)
     bar = tqdm(total=steps, desc=f"{first.label[:20]} x{len(members)}", position=position, leave=False,
                unit="step", disable=not run.progress, dynamic_ncols=True, mininterval=0.5)
