@@ -323,8 +323,11 @@ def _interrupt_after(monkeypatch, n: int) -> None:
     monkeypatch.setattr(faults, "point", point)
 
 
-def test_a_stack_resumes_separate_jobs_and_separate_jobs_resume_a_stack(write_suite, tmp_path, monkeypatch):
-    jobs = _jobs(write_suite, "vae", epochs=3, schedule="cosine", select="best")
+@pytest.mark.parametrize("members", ["seeds", "rates"])
+def test_a_stack_resumes_separate_jobs_and_separate_jobs_resume_a_stack(members, write_suite, tmp_path, monkeypatch):
+    opts = {"epochs": 3, "schedule": "cosine", "select": "best"}
+    jobs = _jobs(write_suite, "vae", **opts) if members == "seeds" else \
+        _trial_jobs(write_suite, "vae", [{}, {"beta": 2.0}], lrs=[2e-3, 5e-4], **opts)
     reference = _separate(jobs, tmp_path / "reference")
     # a stack stopped after its first epoch (both members saved), then each job goes on alone
     stacked = RunSettings(results=tmp_path / "stack-first", progress=False)
