@@ -48,8 +48,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--stack", choices=["auto", "on", "off"], default="auto",
                    help="train the jobs that differ only in their seed, float hyperparameters or learning rate (seeds, "
-                        "a search's trials) as one stack where that is exact (auto: on a GPU only; local and "
-                        "local-parallel launchers)")
+                        "a search's trials) as one stack where that is exact (auto: on a GPU only; slurm: where "
+                        "launcher.gpus_per_job > 0)")
     p.add_argument("--no-stack", action="store_true", help="the same as --stack off")
 
 

@@ -110,6 +110,29 @@ def test_mnist_suite_on_slurm_equals_local(slurm_cluster, mnist_root, tmp_path, 
     assert len(rows) == 3 and all(",done," in r for r in rows[1:])
 
 
+def test_a_stack_group_runs_as_one_slurm_task_and_equals_separate_jobs(slurm_cluster, mnist_root, tmp_path,
+                                                                        capsys) -> None:
+    """With --stack on, a model's seeds train as one stack in one array task; each keeps its folder and results."""
+    suite = write(tmp_path, "stack-slurm", "[vae]", "[0, 1]", epochs=1, limit=1000)
+    run_with("local", {}, suite, tmp_path / "local", data_root=str(mnist_root))  # a CPU: one job at a time
+    want = metric_values(tmp_path / "local" / "stack-slurm")
+    results = tmp_path / "slurm"
+    assert main(["run", str(suite), "--launcher", "slurm", "--set", "launcher.poll_seconds=1",
+                 "--results", str(results), "--data-root", str(mnist_root), "--device", "cpu",
+                 "--no-progress", "--stack", "on"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"submitted 2 jobs to Slurm as array \d+ \(1 tasks, 1 of them stacks\)", err), err
+    got = metric_values(results / "stack-slurm")
+    assert sorted(got) == sorted(want)
+    for job, values in want.items():
+        assert got[job] == pytest.approx(values, rel=1e-4, abs=1e-6), job
+    dirs = sorted(p for p in (results / "stack-slurm").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len({slurm_info(d)["job_id"] for d in dirs}) == 1  # one array task ran both
+    for d in dirs:
+        prov = json.loads((d / "provenance.json").read_text())
+        assert prov["stacked_with"] == [o.name for o in dirs if o != d]
+
+
 def test_cancelled_job_is_finished_by_a_rerun(slurm_cluster, mnist_root, tmp_path, capsys) -> None:
     """scancel one of two running jobs: the rerun resubmits only that one, which continues from its last epoch;
     no result is lost or written twice. `aebench status` shows the Slurm job id of the running job."""

@@ -371,3 +371,18 @@ def _job_of(d):
     from aebench.job import Job
 
     return Job.from_config(json.loads((d / "config.json").read_text()))
+
+
+def test_slurm_submits_a_stack_group_as_one_task_where_its_tasks_get_gpus(write_suite, tmp_path):
+    from aebench.launchers.slurm import SlurmLauncher
+
+    suite = write_suite(suite_text(models="[vae, dropout-ae]", seeds="[0, 1, 2]", train="{epochs: 1}"))
+    jobs = load_suite(suite).jobs()
+    todo = list(range(len(jobs)))
+    run = RunSettings(results=tmp_path, progress=False)  # --stack auto
+    assert SlurmLauncher()._units(jobs, todo, run) == [[i] for i in todo]  # CPU tasks: one job each
+    units = SlurmLauncher(gpus_per_job=1)._units(jobs, todo, run)
+    vae = [i for i, j in enumerate(jobs) if j.model == "vae"]
+    assert vae in units and sorted(i for u in units for i in u) == todo  # the seeds of vae in one task
+    assert SlurmLauncher(gpus_per_job=1)._units(jobs, todo, RunSettings(results=tmp_path, stack="off")) == \
+        [[i] for i in todo]

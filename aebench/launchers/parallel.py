@@ -18,7 +18,7 @@ from typing import Any
 
 from aebench.errors import AebenchError, ResultsUnwritable, SuiteError
 from aebench.launchers.base import Launcher
-from aebench.launchers.worker import portable, prepare_process, run_config
+from aebench.launchers.worker import portable, prepare_process, run_config, train_group
 from aebench.runner.job import Outcome
 from aebench.runner.settings import RunSettings
 
@@ -45,7 +45,7 @@ def _worker_main(slot: int, gpu: str | None, run: RunSettings, threads: int, tas
             if item is None:
                 return
             indices, configs = item
-            stacked = _train_stack(configs, run) if len(configs) > 1 else {}  # a stack group: train them together
+            stacked = train_group(configs, run) if len(configs) > 1 else {}  # a stack group: train them together
             for index, config in zip(indices, configs, strict=True):
                 try:
                     outcome = run_config(config, run, stacked)
@@ -55,14 +55,6 @@ def _worker_main(slot: int, gpu: str | None, run: RunSettings, threads: int, tas
                 results.put(("done", slot, index, outcome))
     except KeyboardInterrupt:  # ^C reaches the whole process group; the parent reports it
         return
-
-
-def _train_stack(configs: list[dict[str, Any]], run: RunSettings) -> dict[str, str | None]:
-    from aebench.job import Job
-    from aebench.runner.job import log
-    from aebench.runner.stacked import train_stack
-
-    return train_stack([Job.from_config(c) for c in configs], run, log)
 
 
 def _record_failure(job_dir: Path, reason: str) -> None:

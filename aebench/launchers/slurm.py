@@ -1,6 +1,7 @@
 """Submit a suite's jobs to Slurm through submitit, as one job array (``pip install 'aebench[slurm]'``).
 
-Each array task runs one job into the same ``results/<suite>/<job-id>/`` folder as ``local`` does, so
+Each array task runs one job (or one stack group, ``runner.stacked``: with ``--stack on``, or by default where
+the tasks get GPUs) into the same ``results/<suite>/<job-id>/`` folders as ``local`` does, so
 resume works alike everywhere: a done job is never submitted again, and an interrupted one continues
 from its last epoch (``resume.pt``). On preemption or at its time limit, Slurm signals the task
 (``USR2``, ``signal_delay_s`` before the end); submitit calls ``SlurmTask.checkpoint`` and requeues the
@@ -14,7 +15,6 @@ submitit's own files (scripts, pickles, logs) go to ``results/<suite>/.submitit/
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import shutil
 import subprocess
@@ -25,26 +25,14 @@ from typing import Any
 
 from aebench.errors import AebenchError, SuiteError
 from aebench.launchers.base import Launcher
+from aebench.launchers.slurm_task import SLURM_JSON, SlurmTask, _now, _submitit, _write_slurm_json
 from aebench.runner.job import Outcome
 from aebench.runner.settings import RunSettings
 
-SLURM_JSON = "slurm.json"
 SUBMITIT_DIR = ".submitit"
 # squeue states of a job that has not ended (https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES)
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD",
                  "RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED", "PREEMPTED", "RESV_DEL_HOLD"}
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _submitit():
-    try:
-        import submitit
-    except ImportError:
-        raise AebenchError("the slurm launcher needs submitit: pip install 'aebench[slurm]'") from None
-    return submitit
 
 
 # -- what `aebench status` and the launcher read ------------------------------------------------------------
@@ -83,71 +71,6 @@ def queue_states(job_ids: list[str]) -> dict[str, str] | None:
             if len(parts) == 2:
                 states[parts[0]] = parts[1]
     return states
-
-
-def _write_slurm_json(job_dir: Path, info: dict[str, Any]) -> None:
-    from aebench.store.atomic import atomic_write_json
-
-    job_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(job_dir / SLURM_JSON, info)
-
-
-# -- the task each array element runs ---------------------------------------------------------------------
-class SlurmTask:
-    """Run one job in a Slurm task; ``checkpoint`` makes submitit requeue it on preemption or timeout.
-
-    Nothing needs saving at that moment: training writes ``resume.pt`` every epoch, and the requeued
-    task starts the job again, which continues from there.
-    """
-
-    def __init__(self) -> None:
-        self.interrupted = False
-
-    def __call__(self, config: dict[str, Any], run: RunSettings, threads: int) -> Outcome:
-        from aebench.launchers.worker import prepare_process, run_config
-
-        submitit = _submitit()
-        env = submitit.JobEnvironment()
-        job_dir = run.suite_dir(config["suite"]) / _job_id(config)
-        _write_slurm_json(job_dir, {
-            "job_id": env.job_id, "state": "started", "host": env.hostname, "at": _now(),
-            "restarts": int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0),
-            "log": str(env.paths.stderr), "result": str(env.paths.result_pickle),
-        })
-        prepare_process(run, threads)
-        outcome = run_config(config, run)
-        if self.interrupted and "not requeued" not in outcome.reason:  # else: out of requeues, a real failure
-            # submitit's signal handler requeued this task. run_job lets its SystemExit through, so we
-            # get here only when the interruption surfaced as another error (the requeue command killed
-            # by Slurm's own stop, say) and was recorded as a failure. It is not one: the requeued task
-            # continues from resume.pt.
-            _forget_interruption(job_dir)
-            raise SystemExit(-1)
-        try:  # under the suite's lock: the last task to finish writes the whole table
-            from aebench.store.table import write_results_csv
-
-            write_results_csv(run.suite_dir(config["suite"]))
-        except OSError:
-            pass  # the table is derived; `aebench run` or `report` regenerates it
-        return outcome
-
-    def checkpoint(self, config: dict[str, Any], run: RunSettings, threads: int):
-        """Called by submitit on USR2 (preemption, time limit): requeue the same job."""
-        self.interrupted = True
-        return _submitit().helpers.DelayedSubmission(SlurmTask(), config, run, threads)
-
-
-def _job_id(config: dict[str, Any]) -> str:
-    from aebench.job import Job
-
-    return Job.from_config(config).id
-
-
-def _forget_interruption(job_dir: Path) -> None:
-    """Drop the failure the interruption caused (SystemExit, or a requeue command killed by Slurm's own stop)."""
-    from aebench.store.jobdir import FAILED
-
-    (job_dir / FAILED).unlink(missing_ok=True)
 
 
 # -- the launcher -------------------------------------------------------------------------------------
@@ -270,22 +193,25 @@ class SlurmLauncher(Launcher):
             executor = submitit.SlurmExecutor(folder=suite_dir / SUBMITIT_DIR / "%j",
                                               max_num_timeout=self.max_requeues)
             executor.update_parameters(**self.parameters(suite))
-            configs = [jobs[i].payload() for i in todo]
+            units = self._units(jobs, todo, run)
             try:
-                submitted = executor.map_array(SlurmTask(), configs, [wrun] * len(todo),
-                                               [self.cpus_per_job] * len(todo))
+                submitted = executor.map_array(SlurmTask(), [[jobs[i].payload() for i in u] for u in units],
+                                               [wrun] * len(units), [self.cpus_per_job] * len(units))
             except Exception as e:  # noqa: BLE001 - sbatch refused: say why in one line
                 raise AebenchError(f"sbatch refused the jobs: {str(e).strip().splitlines()[-1]}") from None
-            for i, sub in zip(todo, submitted):
-                job_dir = suite_dir / jobs[i].id
-                if slurm_job_id(job_dir) != sub.job_id:  # the task, if already started, wrote more
-                    _write_slurm_json(job_dir, {"job_id": sub.job_id, "state": "submitted", "at": _now(),
-                                                "log": str(sub.paths.stderr),
-                                                "result": str(sub.paths.result_pickle)})
-                watch[i] = sub.job_id
+            for unit, sub in zip(units, submitted, strict=True):
+                for i in unit:
+                    job_dir = suite_dir / jobs[i].id
+                    if slurm_job_id(job_dir) != sub.job_id:  # the task, if already started, wrote more
+                        _write_slurm_json(job_dir, {"job_id": sub.job_id, "state": "submitted", "at": _now(),
+                                                    "log": str(sub.paths.stderr),
+                                                    "result": str(sub.paths.result_pickle)})
+                    watch[i] = sub.job_id
             arrays = sorted({s.job_id.split("_")[0] for s in submitted})
-            print(f"aebench: submitted {len(todo)} jobs to Slurm as array {', '.join(arrays)} "
-                  f"(logs in {suite_dir / SUBMITIT_DIR})", file=sys.stderr)
+            stacks = sum(len(u) > 1 for u in units)
+            print(f"aebench: submitted {len(todo)} jobs to Slurm as array {', '.join(arrays)}"
+                  + (f" ({len(units)} tasks, {stacks} of them stacks)" if stacks else "")
+                  + f" (logs in {suite_dir / SUBMITIT_DIR})", file=sys.stderr)
 
         if not self.wait:
             for i, sid in watch.items():
@@ -300,6 +226,23 @@ class SlurmLauncher(Launcher):
                       f"follow with `aebench status {suite_dir}`", file=sys.stderr)
                 raise
         return [outcomes[i] for i in range(len(jobs))]
+
+    def _units(self, jobs: list, todo: list[int], run: RunSettings) -> list[list[int]]:
+        """The array's tasks, as indices into ``jobs``: one job each, except a stack group, one task whole.
+        Stacked with ``--stack on``, or by default (auto) where each task gets GPUs."""
+        from dataclasses import replace
+
+        from aebench.runner.stacked import plan_stacks, stacking
+
+        stacking(run)  # refuses a bad --stack value
+        if not (run.stack == "on" or (run.stack == "auto" and self.gpus_per_job > 0)):
+            return [[i] for i in todo]
+        index = {jobs[i].id: i for i in todo}
+        groups = plan_stacks([jobs[i] for i in todo], replace(run, stack="on"))
+        first = {g[0].id: [index[j.id] for j in g] for g in groups}
+        grouped = {j.id for g in groups for j in g}
+        return [first[jobs[i].id] if jobs[i].id in first else [i] for i in todo
+                if jobs[i].id in first or jobs[i].id not in grouped]
 
     def _wait(self, jobs, watch: dict[int, str], suite_dir: Path, progress: bool) -> dict[int, Outcome]:
         """Poll until every watched job has ended; each job's outcome is read from its folder."""
@@ -368,8 +311,9 @@ def _outcome_from_folder(job, job_dir: Path, sid: str, state: str | None) -> Out
     log = info.get("log", "")
     where = f" (log: {log})" if log else ""
     kind, value = _task_result(info.get("result"))
-    if kind == "success" and isinstance(value, Outcome):  # skipped or locked: another process had the job
-        return value
+    mine = [o for o in (value if isinstance(value, list) else [value]) if isinstance(o, Outcome) and o.job_id == job.id]
+    if kind == "success" and mine:  # skipped or locked: another process had the job
+        return mine[0]
     if kind == "error":
         lines = [line.strip() for line in str(value).splitlines() if line.strip()]
         return Outcome(job.id, job.label, "failed", (lines[-1][:500] if lines else "the Slurm task failed") + where)

@@ -67,3 +67,12 @@ def run_config(config: dict[str, Any], run: RunSettings, stacked: dict[str, str 
     from aebench.runner.job import run_after_stack
 
     return run_after_stack(Job.from_config(config), run, stacked or {})
+
+
+def train_group(configs: list[dict[str, Any]], run: RunSettings) -> dict[str, str | None]:
+    """Train a stack group (``runner.stacked.train_stack``) in this process; for ``run_config``'s ``stacked``."""
+    from aebench.job import Job
+    from aebench.runner.job import log
+    from aebench.runner.stacked import train_stack
+
+    return train_stack([Job.from_config(c) for c in configs], run, log)
