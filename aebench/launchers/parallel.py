@@ -116,19 +116,9 @@ class ParallelLauncher(Launcher):
     @staticmethod
     def _tasks(jobs: list, run: RunSettings) -> list[tuple[tuple[int, ...], list[dict[str, Any]]]]:
         """One task per job, except a stack group (``runner.stacked``), which one worker takes whole."""
-        from aebench.runner.stacked import plan_stacks
+        from aebench.runner.stacked import task_units
 
-        groups = plan_stacks(jobs, run)
-        first = {g[0].id: g for g in groups}
-        grouped = {j.id for g in groups for j in g}
-        index = {job.id: i for i, job in enumerate(jobs)}
-        tasks = []
-        for i, job in enumerate(jobs):
-            if job.id in first:
-                tasks.append((tuple(index[j.id] for j in first[job.id]), [j.payload() for j in first[job.id]]))
-            elif job.id not in grouped:
-                tasks.append(((i,), [job.payload()]))
-        return tasks
+        return [(tuple(unit), [jobs[i].payload() for i in unit]) for unit in task_units(jobs, run)]
 
     def launch(self, jobs, run):
         from tqdm.auto import tqdm

@@ -232,17 +232,12 @@ class SlurmLauncher(Launcher):
         Stacked with ``--stack on``, or by default (auto) where each task gets GPUs."""
         from dataclasses import replace
 
-        from aebench.runner.stacked import plan_stacks, stacking
+        from aebench.runner.stacked import stacking, task_units
 
         stacking(run)  # refuses a bad --stack value
-        if not (run.stack == "on" or (run.stack == "auto" and self.gpus_per_job > 0)):
-            return [[i] for i in todo]
-        index = {jobs[i].id: i for i in todo}
-        groups = plan_stacks([jobs[i] for i in todo], replace(run, stack="on"))
-        first = {g[0].id: [index[j.id] for j in g] for g in groups}
-        grouped = {j.id for g in groups for j in g}
-        return [first[jobs[i].id] if jobs[i].id in first else [i] for i in todo
-                if jobs[i].id in first or jobs[i].id not in grouped]
+        on = run.stack == "on" or (run.stack == "auto" and self.gpus_per_job > 0)
+        units = task_units([jobs[i] for i in todo], replace(run, stack="on" if on else "off"))
+        return [[todo[k] for k in unit] for unit in units]
 
     def _wait(self, jobs, watch: dict[int, str], suite_dir: Path, progress: bool) -> dict[int, Outcome]:
         """Poll until every watched job has ended; each job's outcome is read from its folder."""

@@ -55,16 +55,16 @@ class KIDReference:
         draws = subset_indices(len(gen), len(self.real), subsets, size, self.seed)
         key = (len(gen), size, subsets)
         real = self.real.to(gen.device)
-        if key not in self._real_terms:
-            self._real_terms[key] = [_kernel_sum(y, y, True) for y in
-                                     (real[torch.from_numpy(j).to(real.device)] for _, j in draws)]
+        terms = self._real_terms.setdefault(key, [])  # filled on the first generated set of this size
         mmds = []
         m = size
-        for (i, j), yy in zip(draws, self._real_terms[key]):
+        for n, (i, j) in enumerate(draws):
             x = gen[torch.from_numpy(i).to(gen.device)]
             y = real[torch.from_numpy(j).to(real.device)]
+            if n == len(terms):
+                terms.append(_kernel_sum(y, y, True))
             xx = _kernel_sum(x, x, True)
             xy = _kernel_sum(x, y, False)
-            mmds.append((xx + yy) / (m * (m - 1)) - 2 * xy / (m * m))
+            mmds.append((xx + terms[n]) / (m * (m - 1)) - 2 * xy / (m * m))
         values = np.asarray(mmds, dtype=np.float64)
         return float(values.mean()), float(values.std())

@@ -198,7 +198,7 @@ class Stack:
     def run(self, data: ImageSet, val: ImageSet | None, epochs: int, batch_size: int, sel: Any,
             progress: Any = None) -> Iterator[tuple[Any, Diverged | None]]:
         """Train to the end; yields each member as it leaves: (member, None) trained, (member, Diverged)."""
-        from aebench.runner.train import check_finite, close_epoch, epoch_permutation
+        from aebench.runner.train import check_finite, close_epoch, epoch_permutation, gather_batch
 
         n = len(data)
         steps = math.ceil(n / batch_size)
@@ -210,9 +210,7 @@ class Stack:
             perms = torch.stack([epoch_permutation(n, m.job.seed, epoch, self.device) for m in self.members])
             sums: dict[str, torch.Tensor] = {}
             for i in range(steps):
-                idx = perms[:, i * batch_size:(i + 1) * batch_size]
-                x = torch.div(data.images.index_select(0, idx.flatten()), 255.0)
-                x = x.view(*idx.shape, *data.images.shape[1:])
+                x = gather_batch(data.images, perms[:, i * batch_size:(i + 1) * batch_size])
                 for k, v in self._step(x).items():
                     sums[k] = sums[k] + v if k in sums else v.clone()
                 if progress is not None:

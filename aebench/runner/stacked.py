@@ -3,7 +3,7 @@ model (the trials of a search over beta, lam, a noise level...), train together 
 
 Their weights are stacked on a leading member dimension (``torch.func.stack_module_state``), one vmapped
 step computes every member's loss on its own batch, and one optimiser step updates the stack. It is exact:
-each member sees its own seed's batch order, its own float hyperparameters (``stack_loop.MemberFloats``) and,
+each member sees its own seed's batch order, its own float hyperparameters (``stack_floats.MemberFloats``) and,
 through ``stack_tape``, the random draws its separate job would make, so its weights, curve and metrics equal a
 separately trained job's within float rounding (vmapped products sum in another order). Each member keeps its
 own job folder, resume state (in the separate job's format, so either kind of run resumes the other),
@@ -56,7 +56,7 @@ def stack_key(job: Job) -> str | None:
     identity.pop("seed", None)
     identity.pop("trial", None)
     # float hyperparameters (a search's beta, lam, level...) change no shapes: each member's own values enter
-    # its loss through the stack (``stack_loop.MemberFloats``); anything else must be equal
+    # its loss through the stack (``stack_floats.MemberFloats``); anything else must be equal
     try:  # with the model's defaults filled in: trial 0 (the entry's own parameters) stacks with the others
         params = asdict(model_config(job.model, job.params))
     except Exception:  # noqa: BLE001 - invalid parameters fail in their own job, with their own message
@@ -93,6 +93,15 @@ def plan_stacks(jobs: list[Job], run: RunSettings) -> list[list[Job]]:
         if key is not None and not (jd.path.exists() and jd.is_trained()):
             groups[key].append(job)
     return [g for g in groups.values() if len(g) > 1]
+
+
+def task_units(jobs: list[Job], run: RunSettings) -> list[list[int]]:
+    """The jobs as a launcher's tasks, by index into ``jobs`` in their order: one job each, except a stack group
+    (``plan_stacks``), which is one task whole (a worker's, a Slurm array task's)."""
+    index = {job.id: i for i, job in enumerate(jobs)}
+    groups = {g[0].id: [index[j.id] for j in g] for g in plan_stacks(jobs, run)}
+    grouped = {i for g in groups.values() for i in g}
+    return [groups.get(job.id, [i]) for i, job in enumerate(jobs) if job.id in groups or i not in grouped]
 
 
 def members_named(jobs: list[Job]) -> str:

@@ -38,6 +38,13 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
     return torch.randperm(n, generator=g).to(device)
 
 
+def gather_batch(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] of uint8 ``images`` at ``idx`` (any shape: a stack's (members, batch)), in one
+    pass: the gather, then uint8 -> float / 255."""
+    x = torch.div(images.index_select(0, idx.flatten()), 255.0)
+    return x.view(*idx.shape, *images.shape[1:])
+
+
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
@@ -228,7 +235,7 @@ def train(
         sums: dict[str, torch.Tensor] = {}
         for i in range(steps):
             idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = torch.div(images.index_select(0, idx), 255.0)  # one pass: gather, then uint8 -> float / 255
+            x = gather_batch(images, idx)
             with autocast():
                 terms = step(x, optimizers, settings.grad_clip)
             for k, v in terms.items():
